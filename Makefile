@@ -1,0 +1,42 @@
+# Makefile for the presence extension (PGXS)
+
+EXTENSION = presence
+EXTVERSION = 1.0
+MODULE_big = presence
+OBJS = \
+	src/presence.o \
+	src/status.o \
+	src/validate.o \
+	src/spi.o \
+	src/event.o \
+	src/state.o \
+	src/sweep.o \
+	src/api.o \
+	src/shmem.o \
+	src/launcher.o \
+	src/worker.o \
+	src/hooks.o
+DATA = presence--1.0.sql
+PGFILEDESC = "presence - real-time user presence with timed transitions and NOTIFY events"
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+
+# pg_regress (test/sql -> expected/), isolation (test/specs -> expected/) and
+# TAP (test/t) all run against throwaway clusters with the worker preloaded.
+# test/expected is a link to expected/, because PG 15's pg_regress reads the
+# expected output from <inputdir>/expected.
+REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
+REGRESS_OPTS = --inputdir=test --temp-instance=tmp_check \
+	--temp-config=test/presence.conf --load-extension=dblink
+ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test --temp-instance=tmp_check_iso \
+	--temp-config=test/presence.conf
+TAP_TESTS = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,207 @@
+/* presence--1.0.sql: schema, state tables and SQL API of the presence extension */
+
+\echo Use "CREATE EXTENSION presence" to load this file. \quit
+
+-- A user's visible status, in the order the type sorts.
+CREATE TYPE presence.status AS ENUM ('online', 'away', 'busy', 'offline');
+
+-- One row per user ever seen.  The first group of columns is the announced,
+-- public view (what get() and the events show); the manual_* columns are the
+-- user's private override, which is never shown while it is 'invisible'.
+CREATE TABLE presence.users (
+	user_id text PRIMARY KEY,
+	status presence.status NOT NULL DEFAULT 'offline',
+	message text,
+	since timestamptz NOT NULL,
+	last_active timestamptz,
+	last_seen timestamptz,
+	manual text CHECK (manual IN ('away', 'busy', 'invisible')),
+	manual_message text,
+	manual_until timestamptz
+);
+CREATE INDEX users_manual_until_idx ON presence.users (manual_until)
+	WHERE manual_until IS NOT NULL;
+CREATE INDEX users_status_idx ON presence.users (status)
+	WHERE status <> 'offline';
+
+-- One row per live session (a tab, a device).  Deadlines are stored when
+-- the row is written: the session is away from away_at and ends at end_at;
+-- due_at is the next of the two that has not been processed yet, and the
+-- sweep finds its work through the index on it.
+CREATE TABLE presence.sessions (
+	user_id text NOT NULL REFERENCES presence.users,
+	session_id text NOT NULL,
+	started_at timestamptz NOT NULL,
+	last_seen timestamptz NOT NULL,
+	last_active timestamptz,
+	away_at timestamptz NOT NULL,
+	end_at timestamptz NOT NULL,
+	due_at timestamptz NOT NULL,
+	meta jsonb,
+	PRIMARY KEY (user_id, session_id)
+);
+CREATE INDEX sessions_due_at_idx ON presence.sessions (due_at);
+
+-- Every announced change, with the seq of its NOTIFY payload.  Rows are
+-- written at commit, in commit order, so seq never has an in-flight gap.
+CREATE SEQUENCE presence.seq;
+CREATE TABLE presence.history (
+	seq bigint PRIMARY KEY,
+	user_id text NOT NULL,
+	status presence.status NOT NULL,
+	previous presence.status NOT NULL,
+	reason text NOT NULL,
+	message text,
+	last_active timestamptz,
+	at timestamptz NOT NULL
+);
+CREATE INDEX history_user_idx ON presence.history (user_id, seq);
+CREATE INDEX history_at_idx ON presence.history (at);
+
+-- State and history survive pg_dump / pg_restore.
+SELECT pg_catalog.pg_extension_config_dump('presence.users', '');
+SELECT pg_catalog.pg_extension_config_dump('presence.sessions', '');
+SELECT pg_catalog.pg_extension_config_dump('presence.history', '');
+SELECT pg_catalog.pg_extension_config_dump('presence.seq', '');
+
+-- Writes (C, SECURITY DEFINER, pinned search_path) ----------------------
+
+CREATE FUNCTION presence.heartbeat(user_id text,
+								   session_id text DEFAULT 'default',
+								   active boolean DEFAULT true,
+								   meta jsonb DEFAULT NULL,
+								   ttl interval DEFAULT NULL,
+								   away_after interval DEFAULT NULL)
+RETURNS presence.status
+AS 'MODULE_PATHNAME', 'presence_heartbeat'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.disconnect(user_id text,
+									session_id text DEFAULT NULL)
+RETURNS presence.status
+AS 'MODULE_PATHNAME', 'presence_disconnect'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.set_status(user_id text,
+									status text,
+									message text DEFAULT NULL,
+									until timestamptz DEFAULT NULL)
+RETURNS presence.status
+AS 'MODULE_PATHNAME', 'presence_set_status'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.sweep(as_of timestamptz DEFAULT clock_timestamp())
+RETURNS integer
+AS 'MODULE_PATHNAME', 'presence_sweep'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.worker_status(OUT pid integer,
+									   OUT started_at timestamptz,
+									   OUT last_sweep timestamptz,
+									   OUT next_wake timestamptz,
+									   OUT transitions bigint,
+									   OUT errors bigint,
+									   OUT last_error text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'presence_worker_status'
+LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- Reads (SQL) ------------------------------------------------------------
+
+-- The public row of each user: an invisible user's last_active and last_seen
+-- stay where they were when they went invisible; everyone else's also take
+-- their live sessions into account.
+CREATE FUNCTION presence.statuses(user_ids text[])
+RETURNS TABLE(user_id text, status presence.status, message text,
+			  last_active timestamptz, last_seen timestamptz,
+			  since timestamptz, sessions integer)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT i.id,
+		   COALESCE(u.status, 'offline'::presence.status),
+		   u.message,
+		   CASE WHEN u.manual = 'invisible' THEN u.last_active
+				ELSE GREATEST(u.last_active, s.last_active) END,
+		   CASE WHEN u.manual = 'invisible' THEN u.last_seen
+				ELSE GREATEST(u.last_seen, s.last_seen) END,
+		   u.since,
+		   CASE WHEN COALESCE(u.status, 'offline') = 'offline' THEN 0
+				ELSE COALESCE(s.n, 0) END
+	  FROM unnest(user_ids) WITH ORDINALITY AS i(id, ord)
+	  LEFT JOIN presence.users u ON u.user_id = i.id
+	  LEFT JOIN LATERAL (
+		  SELECT max(x.last_active) AS last_active,
+				 max(x.last_seen) AS last_seen,
+				 count(*)::integer AS n
+			FROM presence.sessions x
+		   WHERE x.user_id = i.id
+	  ) s ON true
+	 ORDER BY i.ord
+$$;
+
+CREATE FUNCTION presence.get(user_id text)
+RETURNS TABLE(user_id text, status presence.status, message text,
+			  last_active timestamptz, last_seen timestamptz,
+			  since timestamptz, sessions integer)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT * FROM presence.statuses(ARRAY[$1])
+$$;
+
+CREATE FUNCTION presence.online_users(max_rows integer DEFAULT 100)
+RETURNS TABLE(user_id text, status presence.status, message text,
+			  last_active timestamptz, last_seen timestamptz,
+			  since timestamptz, sessions integer)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT r.*
+	  FROM presence.statuses(ARRAY(
+			   SELECT u.user_id FROM presence.users u
+				WHERE u.status <> 'offline')) r
+	 ORDER BY CASE r.status WHEN 'online' THEN 0 WHEN 'busy' THEN 1 ELSE 2 END,
+			  r.last_active DESC NULLS LAST, r.user_id
+	 LIMIT GREATEST(max_rows, 0)
+$$;
+
+CREATE FUNCTION presence.counts()
+RETURNS TABLE(status presence.status, users bigint)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.status, count(u.user_id)
+	  FROM unnest(enum_range(NULL::presence.status)) AS s(status)
+	  LEFT JOIN presence.users u ON u.status = s.status
+	 GROUP BY s.status
+	 ORDER BY s.status
+$$;
+
+CREATE FUNCTION presence.changes(since bigint DEFAULT 0,
+								 max_rows integer DEFAULT 1000)
+RETURNS TABLE(seq bigint, user_id text, status presence.status,
+			  previous presence.status, reason text, message text,
+			  at timestamptz)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT h.seq, h.user_id, h.status, h.previous, h.reason, h.message, h.at
+	  FROM presence.history h
+	 WHERE h.seq > since
+	 ORDER BY h.seq
+	 LIMIT GREATEST(max_rows, 0)
+$$;
+
+-- Nothing is granted to PUBLIC: an application role needs
+--   GRANT USAGE ON SCHEMA presence TO app;
+--   GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA presence TO app;
+REVOKE ALL ON SCHEMA presence FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA presence FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA presence FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA presence FROM PUBLIC;

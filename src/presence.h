@@ -1,0 +1,202 @@
+/*-------------------------------------------------------------------------
+ *
+ * presence.h
+ *	  Declarations shared by the files of the presence extension.
+ *
+ * Each .c file in src/ owns one idea; this header is the contract between
+ * them: the settings (presence.c), the transition engine (state.c,
+ * sweep.c), the event queue (event.c), shared memory (shmem.c), and the
+ * background workers (launcher.c, worker.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_H
+#define PRESENCE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
+#include "executor/spi.h"
+#include "nodes/pg_list.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/jsonb.h"
+
+#include "compat.h"
+
+#define PRESENCE_EXTENSION_NAME		"presence"
+#define PRESENCE_SCHEMA				"presence"
+
+/* Limits on what callers may store; see validate.c. */
+#define PRESENCE_MAX_ID_BYTES		256
+#define PRESENCE_MAX_MESSAGE_CHARS	256
+#define PRESENCE_MAX_META_BYTES		2048
+
+/* A user's visible status: the values of the SQL enum presence.status. */
+typedef enum PresenceStatus
+{
+	PRESENCE_ONLINE,
+	PRESENCE_AWAY,
+	PRESENCE_BUSY,
+	PRESENCE_OFFLINE
+} PresenceStatus;
+
+/* A user's manual override (users.manual). */
+typedef enum PresenceManual
+{
+	MANUAL_NONE,
+	MANUAL_AWAY,
+	MANUAL_BUSY,
+	MANUAL_INVISIBLE
+} PresenceManual;
+
+/* ---- presence.c: settings ---- */
+extern int	presence_away_after_ms;
+extern int	presence_session_ttl_ms;
+extern int	presence_granularity_ms;
+extern char *presence_channel;
+extern int	presence_history_retention_s;
+extern int	presence_startup_grace_ms;
+extern int	presence_batch_size;
+extern int	presence_max_databases;
+
+extern PGDLLEXPORT void _PG_init(void);
+
+/* ---- status.c: names of statuses, manual overrides and reasons ---- */
+extern const char *PresenceStatusName(PresenceStatus status);
+extern PresenceStatus PresenceStatusFromName(const char *name);
+extern const char *PresenceManualName(PresenceManual manual);
+extern PresenceManual PresenceManualFromName(const char *name);
+extern Datum PresenceStatusDatum(Oid enumtypoid, PresenceStatus status);
+
+/* ---- validate.c: argument checks shared by the SQL functions ---- */
+extern char *PresenceCheckId(Datum value, bool isnull, const char *what);
+extern char *PresenceCheckMessage(Datum value, bool isnull);
+extern Jsonb *PresenceCheckMeta(Datum value, bool isnull, int max_bytes);
+extern int64 PresenceCheckInterval(Datum value, const char *what,
+								   bool allow_zero);
+
+/* ---- spi.c: prepared statements and result accessors ---- */
+extern SPIPlanPtr PresencePrepare(SPIPlanPtr *cache, const char *sql,
+								  int nargs, const Oid *argtypes);
+extern int	PresenceExecute(SPIPlanPtr plan, const Datum *values,
+							const char *nulls, bool read_only, long count);
+extern char *PresenceGetText(int row, int col);
+extern bool PresenceGetTimestamp(int row, int col, TimestampTz *value);
+extern Datum PresenceGetDatum(int row, int col, bool *isnull);
+
+/* ---- event.c: events queued in a transaction, published at commit ---- */
+typedef struct PresenceEvent
+{
+	char	   *user_id;
+	PresenceStatus status;
+	PresenceStatus previous;
+	const char *reason;			/* a string constant */
+	char	   *message;		/* NULL: none */
+	bool		has_last_active;
+	TimestampTz last_active;
+	TimestampTz at;
+	SubTransactionId subid;		/* for discarding on subtransaction abort */
+} PresenceEvent;
+
+extern void PresenceEventInit(void);
+extern void PresenceQueueEvent(const char *user_id, PresenceStatus status,
+							   PresenceStatus previous, const char *reason,
+							   const char *message, bool has_last_active,
+							   TimestampTz last_active, TimestampTz at);
+extern void PresenceBuildPayload(StringInfo buf, int64 seq,
+								 const PresenceEvent *ev);
+extern void PresenceNoteDeadline(TimestampTz deadline);
+
+/* ---- state.c / sweep.c: the transition engine ---- */
+
+/*
+ * Runs every transition due at as_of for at most max_users users, in its
+ * caller's transaction, and returns the number of events queued.  With
+ * skip_locked, users whose row another transaction holds are left for a
+ * later call (the worker); without it the call waits for them (sweep()).
+ * *more is set when more due users may remain.
+ */
+extern int	PresenceSweepBatch(TimestampTz as_of, int max_users,
+							   bool skip_locked, bool *more);
+
+/* Earliest stored deadline; false when nothing is scheduled. */
+extern bool PresenceNextDeadline(TimestampTz *deadline);
+
+/* Deletes at most limit history rows older than before; returns count. */
+extern int	PresencePruneHistory(TimestampTz before, int limit);
+
+/* ---- shmem.c: state shared between backends and the workers ---- */
+
+#define PRESENCE_LAST_ERROR_LEN		256
+
+/*
+ * One slot per database that has, or may soon have, a worker: a database
+ * being probed for the extension, one whose worker runs or is due to be
+ * restarted, or one that CREATE EXTENSION or DROP DATABASE just named.
+ * Databases found without the extension hold no slot, so
+ * presence.max_databases bounds the databases served, not the databases
+ * in the cluster.  Only the launcher frees a slot; any backend may claim
+ * one.  Every field but next_wake is protected by PresenceShared.lock.
+ */
+typedef struct PresenceSlot
+{
+	Oid			dboid;			/* InvalidOid: the slot is free */
+	bool		probe_requested;	/* CREATE EXTENSION committed here */
+	bool		absent;			/* the last worker found no extension */
+	TimestampTz paused_until;	/* start no worker before this */
+
+	/* Published by the serving worker; pid 0 when there is none. */
+	int			pid;
+	Latch	   *latch;
+	TimestampTz started_at;
+	TimestampTz last_sweep;		/* 0: not yet */
+	TimestampTz rest_until;		/* end of grace or error backoff */
+	uint64		transitions;
+	uint64		errors;
+	char		last_error[PRESENCE_LAST_ERROR_LEN];
+
+	/*
+	 * A committing backend that stored a deadline earlier than this wakes
+	 * the worker.  DT_NOEND while the worker works, so nothing committed
+	 * meanwhile is missed; DT_NOBEGIN while it rests (grace, backoff).
+	 */
+	pg_atomic_uint64 next_wake;
+} PresenceSlot;
+
+typedef struct PresenceShared
+{
+	LWLock	   *lock;
+	int			launcher_pid;	/* 0 when no launcher runs */
+	Latch	   *launcher_latch;
+	bool		launcher_started;	/* grace_until has been set */
+	TimestampTz grace_until;	/* no sweeping before this */
+	int			nslots;
+	PresenceSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} PresenceShared;
+
+/* NULL unless the library was preloaded */
+extern PresenceShared *presence_shared;
+
+extern void PresenceShmemInit(void);
+extern bool PresenceShmemAvailable(void);
+extern PresenceSlot *PresenceFindSlot(Oid dboid);
+extern PresenceSlot *PresenceClaimSlot(Oid dboid);
+extern TimestampTz PresenceWorkerNextWake(Oid dboid);
+extern void PresenceWakeWorker(Oid dboid);
+extern bool PresenceWakeLauncher(Oid dboid);
+extern int	PresenceHoldDatabase(Oid dboid, TimestampTz until);
+extern bool PresenceWorkerRunning(Oid dboid);
+extern void PresenceReleaseDatabase(Oid dboid);
+
+/* ---- launcher.c / worker.c: the background workers ---- */
+extern void PresenceRegisterLauncher(void);
+extern PGDLLEXPORT void PresenceLauncherMain(Datum main_arg);
+extern PGDLLEXPORT void PresenceWorkerMain(Datum main_arg);
+
+/* ---- hooks.c: react to CREATE/DROP EXTENSION and DROP DATABASE ---- */
+extern void PresenceHooksInit(void);
+
+#endif							/* PRESENCE_H */

@@ -1,0 +1,90 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi.c
+ *	  Prepared statements and result accessors for the SQL that the
+ *	  transition engine runs through SPI.
+ *
+ * Every statement is prepared once per backend and kept; the plan cache
+ * re-plans it by name if the extension's tables are dropped and created
+ * again.  Callers must be connected to SPI.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+#include "presence.h"
+
+/*
+ * Return the kept plan in *cache, preparing it on first use.
+ */
+SPIPlanPtr
+PresencePrepare(SPIPlanPtr *cache, const char *sql, int nargs,
+				const Oid *argtypes)
+{
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "could not prepare \"%s\": %s",
+				 sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep plan for \"%s\"", sql);
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/*
+ * Execute a prepared statement and return the number of rows processed.
+ * A negative SPI result is a bug or a broken installation, never user
+ * input, so it is an internal error.
+ */
+int
+PresenceExecute(SPIPlanPtr plan, const Datum *values, const char *nulls,
+				bool read_only, long count)
+{
+	int			ret;
+
+	ret = SPI_execute_plan(plan, (Datum *) values, nulls, read_only, count);
+	if (ret < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	return (int) SPI_processed;
+}
+
+/*
+ * Column col (1-based) of result row as a palloc'd string, or NULL.
+ */
+char *
+PresenceGetText(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/*
+ * Column col of result row as a timestamptz; false if it is NULL.
+ */
+bool
+PresenceGetTimestamp(int row, int col, TimestampTz *value)
+{
+	bool		isnull;
+	Datum		d;
+
+	d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
+					  &isnull);
+	*value = isnull ? 0 : DatumGetTimestampTz(d);
+	return !isnull;
+}
+
+/*
+ * Column col of result row as a raw Datum, valid until SPI_finish.
+ */
+Datum
+PresenceGetDatum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
+						 isnull);
+}

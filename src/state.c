@@ -1,0 +1,631 @@
+/*-------------------------------------------------------------------------
+ *
+ * state.c
+ *	  The presence state machine: one user's sessions and override in, the
+ *	  visible status and its events out.
+ *
+ * Every change to a user goes through the same steps, whoever makes it (a
+ * heartbeat, a disconnect, set_status, sweep() or the worker):
+ *
+ *	1. lock the user's row (all writers do, so changes to one user are
+ *	   serialized and, taking one user lock at a time, can never deadlock);
+ *	2. settle: apply every transition that fell due up to "now" (sessions
+ *	   going idle or ending, an override expiring), announcing the net
+ *	   change once, at the moment it took effect;
+ *	3. apply the caller's change to the sessions or the override;
+ *	4. publish: derive the visible status and message and, if they differ
+ *	   from what was last announced, store them and queue one event.
+ *
+ * The visible status is derived, never stored independently: no live
+ * session -> offline; invisible -> offline; busy -> busy; away -> away;
+ * any session not yet idle -> online; otherwise away.
+ *
+ * An invisible user must look exactly like one who disconnected when they
+ * went invisible: the public columns of the users row (status, message,
+ * since, last_active, last_seen) are frozen at that moment and nothing is
+ * announced until they become visible again, which is announced as a
+ * connect.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "presence.h"
+#include "state.h"
+
+/* Kinds of timed transition, as a bit mask per moment in settle. */
+#define DUE_IDLE		0x01
+#define DUE_END			0x02
+#define DUE_EXPIRE		0x04
+
+static SPIPlanPtr lock_user_plan = NULL;
+static SPIPlanPtr lock_user_skip_plan = NULL;
+static SPIPlanPtr insert_user_plan = NULL;
+static SPIPlanPtr load_sessions_plan = NULL;
+static SPIPlanPtr update_user_plan = NULL;
+static SPIPlanPtr delete_session_plan = NULL;
+static SPIPlanPtr update_due_plan = NULL;
+static SPIPlanPtr insert_session_plan = NULL;
+static SPIPlanPtr update_session_plan = NULL;
+
+#define USER_COLUMNS \
+	"status::text, message, since, last_active, last_seen," \
+	" manual, manual_message, manual_until"
+
+/*
+ * Fill *u from row 0 of the last SPI result (USER_COLUMNS).
+ */
+static void
+ReadUserRow(PresenceUser *u)
+{
+	u->status = PresenceStatusFromName(PresenceGetText(0, 1));
+	u->message = PresenceGetText(0, 2);
+	PresenceGetTimestamp(0, 3, &u->since);
+	u->has_last_active = PresenceGetTimestamp(0, 4, &u->last_active);
+	u->has_last_seen = PresenceGetTimestamp(0, 5, &u->last_seen);
+	u->manual = PresenceManualFromName(PresenceGetText(0, 6));
+	u->manual_message = PresenceGetText(0, 7);
+	u->has_manual_until = PresenceGetTimestamp(0, 8, &u->manual_until);
+}
+
+/*
+ * Load the user's sessions into u->sessions.  The caller holds the user's
+ * row lock, which every session writer takes first, so they cannot change
+ * underneath.
+ */
+static void
+LoadSessions(PresenceUser *u)
+{
+	static const Oid argtypes[] = {TEXTOID};
+	Datum		values[1];
+	int			n;
+
+	values[0] = CStringGetTextDatum(u->user_id);
+	n = PresenceExecute(PresencePrepare(&load_sessions_plan,
+										"SELECT session_id, started_at, last_seen, last_active,"
+										" away_at, end_at, due_at"
+										" FROM presence.sessions WHERE user_id = $1"
+										" ORDER BY session_id",
+										1, argtypes),
+						values, NULL, false, 0);
+	u->sessions = NIL;
+	for (int i = 0; i < n; i++)
+	{
+		PresenceSession *s = palloc0(sizeof(PresenceSession));
+
+		s->session_id = PresenceGetText(i, 1);
+		PresenceGetTimestamp(i, 2, &s->started_at);
+		PresenceGetTimestamp(i, 3, &s->last_seen);
+		s->has_last_active = PresenceGetTimestamp(i, 4, &s->last_active);
+		PresenceGetTimestamp(i, 5, &s->away_at);
+		PresenceGetTimestamp(i, 6, &s->end_at);
+		PresenceGetTimestamp(i, 7, &s->due_at);
+		u->sessions = lappend(u->sessions, s);
+	}
+}
+
+/*
+ * Lock a user's row and load their state.  With create, a user seen for the
+ * first time gets an offline row.  With skip_locked (the worker), a user
+ * whose row another transaction holds is reported as not found, to be
+ * retried later, so the worker never waits behind an application.
+ */
+bool
+PresenceLockUser(const char *user_id, bool create, bool skip_locked,
+				 TimestampTz now, PresenceUser *u)
+{
+	static const Oid argtypes[] = {TEXTOID, TIMESTAMPTZOID};
+	Datum		values[2];
+	SPIPlanPtr	plan;
+
+	memset(u, 0, sizeof(PresenceUser));
+	u->user_id = pstrdup(user_id);
+	values[0] = CStringGetTextDatum(user_id);
+	values[1] = TimestampTzGetDatum(now);
+
+	if (skip_locked)
+		plan = PresencePrepare(&lock_user_skip_plan,
+							   "SELECT " USER_COLUMNS " FROM presence.users"
+							   " WHERE user_id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+							   1, argtypes);
+	else
+		plan = PresencePrepare(&lock_user_plan,
+							   "SELECT " USER_COLUMNS " FROM presence.users"
+							   " WHERE user_id = $1 FOR NO KEY UPDATE",
+							   1, argtypes);
+
+	if (PresenceExecute(plan, values, NULL, false, 1) == 0)
+	{
+		if (!create)
+			return false;
+		PresenceExecute(PresencePrepare(&insert_user_plan,
+										"INSERT INTO presence.users (user_id, since)"
+										" VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+										2, argtypes),
+						values, NULL, false, 0);
+		if (PresenceExecute(plan, values, NULL, false, 1) == 0)
+			elog(ERROR, "could not lock presence user \"%s\"", user_id);
+	}
+	ReadUserRow(u);
+	LoadSessions(u);
+	return true;
+}
+
+/*
+ * Is the session live at t (not ended) and, if so, active (not yet idle)?
+ */
+static inline bool
+SessionLive(const PresenceSession *s, TimestampTz t)
+{
+	return !s->deleted && s->end_at > t;
+}
+
+static inline bool
+SessionOnline(const PresenceSession *s, TimestampTz t)
+{
+	return SessionLive(s, t) && s->away_at > t;
+}
+
+/*
+ * The visible status at time t, with the given override in force.
+ */
+static PresenceStatus
+DeriveStatus(const PresenceUser *u, PresenceManual manual, TimestampTz t)
+{
+	bool		live = false;
+	bool		online = false;
+	ListCell   *lc;
+
+	foreach(lc, u->sessions)
+	{
+		PresenceSession *s = (PresenceSession *) lfirst(lc);
+
+		live |= SessionLive(s, t);
+		online |= SessionOnline(s, t);
+	}
+	if (!live)
+		return PRESENCE_OFFLINE;
+	switch (manual)
+	{
+		case MANUAL_INVISIBLE:
+			return PRESENCE_OFFLINE;
+		case MANUAL_BUSY:
+			return PRESENCE_BUSY;
+		case MANUAL_AWAY:
+			return PRESENCE_AWAY;
+		case MANUAL_NONE:
+			break;
+	}
+	return online ? PRESENCE_ONLINE : PRESENCE_AWAY;
+}
+
+/*
+ * The user's latest activity and liveness over the stored values and the
+ * sessions still held in memory.
+ */
+static void
+LatestTimes(const PresenceUser *u, bool *has_active, TimestampTz *active,
+			bool *has_seen, TimestampTz *seen)
+{
+	ListCell   *lc;
+
+	*has_active = u->has_last_active;
+	*active = u->last_active;
+	*has_seen = u->has_last_seen;
+	*seen = u->last_seen;
+	foreach(lc, u->sessions)
+	{
+		PresenceSession *s = (PresenceSession *) lfirst(lc);
+
+		if (s->deleted)
+			continue;
+		if (s->has_last_active && (!*has_active || s->last_active > *active))
+		{
+			*has_active = true;
+			*active = s->last_active;
+		}
+		if (!*has_seen || s->last_seen > *seen)
+		{
+			*has_seen = true;
+			*seen = s->last_seen;
+		}
+	}
+}
+
+/*
+ * Fold a session that is about to be deleted into the user's stored times,
+ * unless the user is invisible and those times are frozen.
+ */
+static void
+FoldSession(PresenceUser *u, const PresenceSession *s)
+{
+	if (u->manual == MANUAL_INVISIBLE)
+		return;
+	if (s->has_last_active &&
+		(!u->has_last_active || s->last_active > u->last_active))
+	{
+		u->has_last_active = true;
+		u->last_active = s->last_active;
+	}
+	if (!u->has_last_seen || s->last_seen > u->last_seen)
+	{
+		u->has_last_seen = true;
+		u->last_seen = s->last_seen;
+	}
+	u->dirty = true;
+}
+
+/*
+ * Delete a session row and remember its times.
+ */
+void
+PresenceDeleteSession(PresenceUser *u, PresenceSession *s)
+{
+	static const Oid argtypes[] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = CStringGetTextDatum(u->user_id);
+	values[1] = CStringGetTextDatum(s->session_id);
+	PresenceExecute(PresencePrepare(&delete_session_plan,
+									"DELETE FROM presence.sessions"
+									" WHERE user_id = $1 AND session_id = $2",
+									2, argtypes),
+					values, NULL, false, 0);
+	FoldSession(u, s);
+	s->deleted = true;
+}
+
+/*
+ * Write a session's clocks and deadlines, inserting it if it is new.
+ */
+void
+PresenceWriteSession(PresenceUser *u, PresenceSession *s, bool is_new,
+					 Jsonb *meta)
+{
+	static const Oid argtypes[] = {TEXTOID, TEXTOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, JSONBOID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	values[0] = CStringGetTextDatum(u->user_id);
+	values[1] = CStringGetTextDatum(s->session_id);
+	values[2] = TimestampTzGetDatum(s->started_at);
+	values[3] = TimestampTzGetDatum(s->last_seen);
+	values[4] = TimestampTzGetDatum(s->last_active);
+	if (!s->has_last_active)
+		nulls[4] = 'n';
+	values[5] = TimestampTzGetDatum(s->away_at);
+	values[6] = TimestampTzGetDatum(s->end_at);
+	values[7] = TimestampTzGetDatum(s->due_at);
+	values[8] = PointerGetDatum(meta);
+	if (meta == NULL)
+		nulls[8] = 'n';
+
+	if (is_new)
+		PresenceExecute(PresencePrepare(&insert_session_plan,
+										"INSERT INTO presence.sessions (user_id, session_id,"
+										" started_at, last_seen, last_active, away_at, end_at,"
+										" due_at, meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+										lengthof(argtypes), argtypes),
+						values, nulls, false, 0);
+	else
+		PresenceExecute(PresencePrepare(&update_session_plan,
+										"UPDATE presence.sessions SET last_seen = $4,"
+										" last_active = $5, away_at = $6, end_at = $7,"
+										" due_at = $8, meta = COALESCE($9, meta)"
+										" WHERE user_id = $1 AND session_id = $2",
+										lengthof(argtypes), argtypes),
+						values, nulls, false, 0);
+	PresenceNoteDeadline(s->due_at);
+}
+
+/*
+ * Record that a session's idle deadline has been processed: from now on
+ * only its end is due.
+ */
+static void
+MarkIdleProcessed(PresenceUser *u, PresenceSession *s)
+{
+	static const Oid argtypes[] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[3];
+
+	s->due_at = s->end_at;
+	values[0] = CStringGetTextDatum(u->user_id);
+	values[1] = CStringGetTextDatum(s->session_id);
+	values[2] = TimestampTzGetDatum(s->due_at);
+	PresenceExecute(PresencePrepare(&update_due_plan,
+									"UPDATE presence.sessions SET due_at = $3"
+									" WHERE user_id = $1 AND session_id = $2",
+									3, argtypes),
+					values, NULL, false, 0);
+}
+
+/*
+ * Store the users row: the announced view and the override.
+ */
+static void
+WriteUser(PresenceUser *u)
+{
+	static const Oid argtypes[] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID,
+	TIMESTAMPTZOID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	const char *manual = PresenceManualName(u->manual);
+
+	values[0] = CStringGetTextDatum(u->user_id);
+	values[1] = CStringGetTextDatum(PresenceStatusName(u->status));
+	if (u->message)
+		values[2] = CStringGetTextDatum(u->message);
+	else
+		nulls[2] = 'n';
+	values[3] = TimestampTzGetDatum(u->since);
+	values[4] = TimestampTzGetDatum(u->last_active);
+	if (!u->has_last_active)
+		nulls[4] = 'n';
+	values[5] = TimestampTzGetDatum(u->last_seen);
+	if (!u->has_last_seen)
+		nulls[5] = 'n';
+	if (manual)
+		values[6] = CStringGetTextDatum(manual);
+	else
+		nulls[6] = 'n';
+	if (u->manual_message)
+		values[7] = CStringGetTextDatum(u->manual_message);
+	else
+		nulls[7] = 'n';
+	values[8] = TimestampTzGetDatum(u->manual_until);
+	if (!u->has_manual_until)
+		nulls[8] = 'n';
+
+	PresenceExecute(PresencePrepare(&update_user_plan,
+									"UPDATE presence.users SET status = $2::presence.status,"
+									" message = $3, since = $4, last_active = $5,"
+									" last_seen = $6, manual = $7, manual_message = $8,"
+									" manual_until = $9 WHERE user_id = $1",
+									lengthof(argtypes), argtypes),
+					values, nulls, false, 0);
+	u->dirty = false;
+}
+
+/*
+ * The reason an event gives for a change, from what caused it.  Any change
+ * out of offline is a connect and any change into offline by the user's
+ * own hand is a disconnect, so that going invisible and coming back read
+ * exactly like leaving and returning.
+ */
+static const char *
+ChooseReason(PresenceCause cause, int due_kinds, PresenceStatus previous,
+			 PresenceStatus status)
+{
+	if (previous == PRESENCE_OFFLINE && status != PRESENCE_OFFLINE)
+		return "connect";
+	switch (cause)
+	{
+		case CAUSE_CONNECT:
+			return status == PRESENCE_AWAY ? "idle" : "connect";
+		case CAUSE_HEARTBEAT:
+			return status == PRESENCE_AWAY ? "idle" : "activity";
+		case CAUSE_DISCONNECT:
+			return "disconnect";
+		case CAUSE_MANUAL:
+			return (status == PRESENCE_OFFLINE && previous != PRESENCE_OFFLINE) ?
+				"disconnect" : "manual";
+		case CAUSE_TIMED:
+			if (due_kinds & DUE_EXPIRE)
+				return "expired";
+			if (due_kinds & DUE_END)
+				return "timeout";
+			return "idle";
+	}
+	pg_unreachable();
+}
+
+/*
+ * Announce the user's visible state if it changed, and store the users row
+ * if anything in it changed.  Returns the number of events queued (0 or 1).
+ *
+ * freeze_message keeps the announced message while the user stays offline:
+ * an invisible user whose override runs out while disconnected must not
+ * produce an event that a disconnected user never would.
+ */
+int
+PresencePublish(PresenceUser *u, PresenceCause cause, int due_kinds,
+				TimestampTz now, TimestampTz at, bool freeze_message)
+{
+	PresenceStatus status = DeriveStatus(u, u->manual, now);
+	PresenceStatus previous = u->status;
+	const char *message;
+	bool		message_changed;
+	bool		has_active,
+				has_seen;
+	TimestampTz active,
+				seen;
+
+	if (u->manual == MANUAL_INVISIBLE ||
+		(freeze_message && status == PRESENCE_OFFLINE))
+		message = u->message;
+	else
+		message = u->manual_message;
+
+	message_changed = (message == NULL) != (u->message == NULL) ||
+		(message != NULL && strcmp(message, u->message) != 0);
+
+	if (status == previous && !message_changed)
+	{
+		if (u->dirty)
+			WriteUser(u);
+		return 0;
+	}
+
+	if (u->manual != MANUAL_INVISIBLE)
+	{
+		LatestTimes(u, &has_active, &active, &has_seen, &seen);
+		u->has_last_active = has_active;
+		u->last_active = active;
+		u->has_last_seen = has_seen;
+		u->last_seen = seen;
+	}
+	if (status != previous)
+		u->since = at;
+	u->status = status;
+	u->message = message ? pstrdup(message) : NULL;
+	WriteUser(u);
+
+	PresenceQueueEvent(u->user_id, status, previous,
+					   ChooseReason(cause, due_kinds, previous, status),
+					   u->message, u->has_last_active, u->last_active, at);
+	return 1;
+}
+
+/*
+ * One moment at which something about the user fell due.
+ */
+typedef struct DueMoment
+{
+	TimestampTz at;
+	int			kinds;
+} DueMoment;
+
+static int
+CompareDueMoments(const void *a, const void *b)
+{
+	TimestampTz x = ((const DueMoment *) a)->at;
+	TimestampTz y = ((const DueMoment *) b)->at;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Apply every transition due at as_of and announce the net change once.
+ *
+ * The due moments are replayed in time order to find when the visible
+ * status last changed and why: that is the event's "at" and reason.  A
+ * session whose idle and end deadlines both passed thus takes its user
+ * from online straight to offline, in one event dated at its end.
+ */
+int
+PresenceSettle(PresenceUser *u, TimestampTz as_of)
+{
+	DueMoment  *moments;
+	int			nmoments = 0;
+	ListCell   *lc;
+	PresenceStatus current = u->status;
+	TimestampTz change_at = 0;
+	int			change_kinds = 0;
+	bool		expire = u->has_manual_until && u->manual_until <= as_of;
+	bool		expired_invisible = expire && u->manual == MANUAL_INVISIBLE;
+
+	moments = palloc(sizeof(DueMoment) * (2 * list_length(u->sessions) + 1));
+	foreach(lc, u->sessions)
+	{
+		PresenceSession *s = (PresenceSession *) lfirst(lc);
+
+		if (s->deleted || s->due_at > as_of)
+			continue;
+		if (s->due_at < s->end_at && s->away_at <= as_of)
+		{
+			moments[nmoments].at = s->away_at;
+			moments[nmoments++].kinds = DUE_IDLE;
+		}
+		if (s->end_at <= as_of)
+		{
+			moments[nmoments].at = s->end_at;
+			moments[nmoments++].kinds = DUE_END;
+		}
+	}
+	if (expire)
+	{
+		moments[nmoments].at = u->manual_until;
+		moments[nmoments++].kinds = DUE_EXPIRE;
+	}
+	if (nmoments == 0)
+		return 0;
+
+	qsort(moments, nmoments, sizeof(DueMoment), CompareDueMoments);
+	for (int i = 0; i < nmoments; i++)
+	{
+		TimestampTz t = moments[i].at;
+		int			kinds = moments[i].kinds;
+		PresenceStatus s;
+
+		/* Several deadlines at the same instant are one moment. */
+		while (i + 1 < nmoments && moments[i + 1].at == t)
+			kinds |= moments[++i].kinds;
+
+		s = DeriveStatus(u, (expire && u->manual_until <= t) ? MANUAL_NONE :
+						 u->manual, t);
+		if (s != current)
+		{
+			current = s;
+			change_at = t;
+			change_kinds = kinds;
+		}
+	}
+
+	/* Now make it so. */
+	foreach(lc, u->sessions)
+	{
+		PresenceSession *s = (PresenceSession *) lfirst(lc);
+
+		if (s->deleted || s->due_at > as_of)
+			continue;
+		if (s->end_at <= as_of)
+			PresenceDeleteSession(u, s);
+		else
+			MarkIdleProcessed(u, s);
+	}
+	if (expire)
+	{
+		u->manual = MANUAL_NONE;
+		u->manual_message = NULL;
+		u->has_manual_until = false;
+		u->dirty = true;
+	}
+
+	/* A change of message alone dates from the expiry that caused it. */
+	if (change_at == 0)
+	{
+		change_at = expire ? u->manual_until : moments[nmoments - 1].at;
+		change_kinds = expire ? DUE_EXPIRE : 0;
+	}
+	return PresencePublish(u, CAUSE_TIMED, change_kinds, as_of, change_at,
+						   expired_invisible);
+}
+
+/*
+ * Find a live (not deleted) session of the user by id.
+ */
+PresenceSession *
+PresenceFindSession(PresenceUser *u, const char *session_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, u->sessions)
+	{
+		PresenceSession *s = (PresenceSession *) lfirst(lc);
+
+		if (!s->deleted && strcmp(s->session_id, session_id) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+/*
+ * Freeze the public times before a user turns invisible: from now on they
+ * show what they were at this moment.
+ */
+void
+PresenceFreezeTimes(PresenceUser *u)
+{
+	LatestTimes(u, &u->has_last_active, &u->last_active,
+				&u->has_last_seen, &u->last_seen);
+	u->dirty = true;
+}

@@ -1,0 +1,74 @@
+/*-------------------------------------------------------------------------
+ *
+ * state.h
+ *	  One user's presence state in memory, as the transition engine
+ *	  (state.c) and its callers (api.c, sweep.c) see it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_STATE_H
+#define PRESENCE_STATE_H
+
+#include "presence.h"
+
+/* A row of presence.sessions. */
+typedef struct PresenceSession
+{
+	char	   *session_id;
+	TimestampTz started_at;
+	TimestampTz last_seen;
+	bool		has_last_active;
+	TimestampTz last_active;
+	TimestampTz away_at;		/* idle from here on */
+	TimestampTz end_at;			/* ended from here on */
+	TimestampTz due_at;			/* next deadline not yet processed */
+	bool		deleted;		/* deleted in this call */
+} PresenceSession;
+
+/* A row of presence.users plus its sessions. */
+typedef struct PresenceUser
+{
+	char	   *user_id;
+	/* the announced, public view */
+	PresenceStatus status;
+	char	   *message;
+	TimestampTz since;
+	bool		has_last_active;
+	TimestampTz last_active;
+	bool		has_last_seen;
+	TimestampTz last_seen;
+	/* the private override */
+	PresenceManual manual;
+	char	   *manual_message;
+	bool		has_manual_until;
+	TimestampTz manual_until;
+
+	List	   *sessions;		/* of PresenceSession * */
+	bool		dirty;			/* users row must be written */
+} PresenceUser;
+
+/* What made a change: decides the reason an event gives. */
+typedef enum PresenceCause
+{
+	CAUSE_CONNECT,				/* a heartbeat that created its session */
+	CAUSE_HEARTBEAT,			/* a heartbeat of an existing session */
+	CAUSE_DISCONNECT,
+	CAUSE_MANUAL,
+	CAUSE_TIMED					/* a deadline passed */
+} PresenceCause;
+
+extern bool PresenceLockUser(const char *user_id, bool create,
+							 bool skip_locked, TimestampTz now,
+							 PresenceUser *u);
+extern int	PresenceSettle(PresenceUser *u, TimestampTz as_of);
+extern int	PresencePublish(PresenceUser *u, PresenceCause cause,
+							int due_kinds, TimestampTz now, TimestampTz at,
+							bool freeze_message);
+extern PresenceSession *PresenceFindSession(PresenceUser *u,
+											const char *session_id);
+extern void PresenceDeleteSession(PresenceUser *u, PresenceSession *s);
+extern void PresenceWriteSession(PresenceUser *u, PresenceSession *s,
+								 bool is_new, Jsonb *meta);
+extern void PresenceFreezeTimes(PresenceUser *u);
+
+#endif							/* PRESENCE_STATE_H */
