@@ -22,16 +22,16 @@ PGFILEDESC = "presence - real-time user presence with timed transitions and NOTI
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 
-# pg_regress (test/sql -> expected/), isolation (test/specs -> expected/) and
-# TAP (test/t) all run against throwaway clusters with the worker preloaded.
-# test/expected is a link to expected/, because PG 15's pg_regress reads the
-# expected output from <inputdir>/expected.
+# pg_regress (test/sql -> expected/) and isolation (test/specs -> expected/)
+# run against throwaway clusters without the library preloaded: they drive
+# time explicitly with presence.sweep(as_of), and no worker may act on the
+# deadlines behind their backs.  TAP (test/t) starts its own clusters with
+# the worker.  test/expected is a link to expected/, because PG 15's
+# pg_regress reads the expected output from <inputdir>/expected.
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=test --temp-instance=tmp_check \
-	--temp-config=test/presence.conf --load-extension=dblink
+REGRESS_OPTS = --inputdir=test --temp-instance=tmp_check --load-extension=dblink
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=test --temp-instance=tmp_check_iso \
-	--temp-config=test/presence.conf
+ISOLATION_OPTS = --inputdir=test --temp-instance=tmp_check_iso
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 

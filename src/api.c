@@ -128,7 +128,7 @@ Heartbeat(const char *user_id, const char *session_id, bool active,
 	bool		is_new;
 
 	PresenceLockUser(user_id, true, false, now, &u);
-	PresenceSettle(&u, now);
+	PresenceSettleForCall(&u, now);
 
 	s = PresenceFindSession(&u, session_id);
 	is_new = (s == NULL);
@@ -218,7 +218,7 @@ presence_disconnect(PG_FUNCTION_ARGS)
 	{
 		ListCell   *lc;
 
-		PresenceSettle(&u, now);
+		PresenceSettleForCall(&u, now);
 		foreach(lc, u.sessions)
 		{
 			PresenceSession *s = (PresenceSession *) lfirst(lc);
@@ -307,7 +307,7 @@ presence_set_status(PG_FUNCTION_ARGS)
 
 	ConnectSPI();
 	PresenceLockUser(user_id, true, false, now, &u);
-	PresenceSettle(&u, now);
+	PresenceSettleForCall(&u, now);
 	if (manual == MANUAL_INVISIBLE && u.manual != MANUAL_INVISIBLE)
 		PresenceFreezeTimes(&u);
 	u.manual = manual;

@@ -45,4 +45,66 @@
 #define PRESENCE_WAIT_EVENT_MAIN	PG_WAIT_EXTENSION
 #endif
 
+/*
+ * PG 14 gave ProcessUtility_hook a readOnlyTree argument.  These spell the
+ * hook's parameter list and the matching argument list for a call.
+ */
+#if PG_VERSION_NUM >= 140000
+#define PRESENCE_UTILITY_PARAMS \
+	PlannedStmt *pstmt, const char *queryString, bool readOnlyTree, \
+	ProcessUtilityContext context, ParamListInfo params, \
+	QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc
+#define PRESENCE_UTILITY_ARGS \
+	pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc
+#else
+#define PRESENCE_UTILITY_PARAMS \
+	PlannedStmt *pstmt, const char *queryString, \
+	ProcessUtilityContext context, ParamListInfo params, \
+	QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc
+#define PRESENCE_UTILITY_ARGS \
+	pstmt, queryString, context, params, queryEnv, dest, qc
+#endif
+
+/* PG 16 folded the per-catalog ownership checks into object_ownercheck. */
+#if PG_VERSION_NUM >= 160000
+#define pg_database_ownercheck(dboid, roleid) \
+	object_ownercheck(DatabaseRelationId, (dboid), (roleid))
+#endif
+
+/*
+ * InitMaterializedSRF sets up a set-returning function that fills a
+ * tuplestore in one call.  15.0 named it SetSingleFuncCall (renamed in
+ * 15.1, which kept the old name as an alias); before 15 each function did
+ * the work itself, as below.
+ */
+#if PG_VERSION_NUM >= 150000 && !defined(MAT_SRF_USE_EXPECTED_DESC)
+#define InitMaterializedSRF(fcinfo, flags) SetSingleFuncCall((fcinfo), (flags))
+#elif PG_VERSION_NUM < 150000
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/tuplestore.h"
+
+static inline void
+InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcontext;
+	TupleDesc	tupdesc;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+
+	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->setDesc = tupdesc;
+	MemoryContextSwitchTo(oldcontext);
+}
+#endif
+
 #endif							/* PRESENCE_COMPAT_H */

@@ -40,8 +40,8 @@
 /* Events of the current transaction, in TopTransactionContext. */
 static List *pending_events = NIL;
 
-/* Set when this transaction stored a deadline the worker must not miss. */
-static bool wake_worker_at_commit = false;
+/* The earliest deadline this transaction stored; DT_NOEND if none. */
+static TimestampTz earliest_deadline = DT_NOEND;
 
 static SPIPlanPtr insert_history_plan = NULL;
 
@@ -72,17 +72,32 @@ PresenceQueueEvent(const char *user_id, PresenceStatus status,
 }
 
 /*
- * Remember to wake this database's worker at commit if the deadline just
- * stored is earlier than the one it sleeps towards.  The comparison is made
- * now, the wake-up after commit, when the worker can see the row.
+ * Remember a deadline this transaction stores.  Whether it must wake the
+ * worker is decided after commit (see WakeWorkerIfNeeded), not now: the
+ * worker may be computing its next wake-up from a snapshot that cannot see
+ * this transaction yet.
  */
 void
 PresenceNoteDeadline(TimestampTz deadline)
 {
-	if (wake_worker_at_commit || !PresenceShmemAvailable())
+	if (deadline < earliest_deadline)
+		earliest_deadline = deadline;
+}
+
+/*
+ * After commit, wake the worker if it sleeps towards a later moment than a
+ * deadline just stored.  The worker publishes "infinitely far" while it
+ * works and its next deadline only after reading the tables, so a deadline
+ * committed after that read is always compared with a value that is too
+ * late, and wakes it.  Neither call can fail.
+ */
+static void
+WakeWorkerIfNeeded(void)
+{
+	if (earliest_deadline == DT_NOEND || !PresenceShmemAvailable())
 		return;
-	if (deadline < PresenceWorkerNextWake(MyDatabaseId))
-		wake_worker_at_commit = true;
+	if (earliest_deadline < PresenceWorkerNextWake(MyDatabaseId))
+		PresenceWakeWorker(MyDatabaseId);
 }
 
 /*
@@ -218,15 +233,14 @@ PresenceXactCallback(XactEvent event, void *arg)
 						 errdetail("Presence events are sent with NOTIFY, which two-phase commit does not support.")));
 			break;
 		case XACT_EVENT_COMMIT:
-			if (wake_worker_at_commit)
-				PresenceWakeWorker(MyDatabaseId);
+			WakeWorkerIfNeeded();
 			pending_events = NIL;
-			wake_worker_at_commit = false;
+			earliest_deadline = DT_NOEND;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 			pending_events = NIL;
-			wake_worker_at_commit = false;
+			earliest_deadline = DT_NOEND;
 			break;
 		default:
 			break;

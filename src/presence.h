@@ -122,6 +122,12 @@ extern void PresenceNoteDeadline(TimestampTz deadline);
 extern int	PresenceSweepBatch(TimestampTz as_of, int max_users,
 							   bool skip_locked, bool *more);
 
+/* The two halves of a batch, for the worker, which excludes bad users. */
+extern List *PresenceFindDueUsers(TimestampTz as_of, int max_users,
+								  List *exclude, bool *more);
+extern int	PresenceSettleUsers(List *user_ids, TimestampTz as_of,
+								bool skip_locked);
+
 /* Earliest stored deadline; false when nothing is scheduled. */
 extern bool PresenceNextDeadline(TimestampTz *deadline);
 
@@ -171,8 +177,8 @@ typedef struct PresenceShared
 	LWLock	   *lock;
 	int			launcher_pid;	/* 0 when no launcher runs */
 	Latch	   *launcher_latch;
-	bool		launcher_started;	/* grace_until has been set */
-	TimestampTz grace_until;	/* no sweeping before this */
+	bool		launcher_started;	/* a launcher has run */
+	TimestampTz grace_until;	/* end of the startup grace */
 	int			nslots;
 	PresenceSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } PresenceShared;
@@ -182,6 +188,7 @@ extern PresenceShared *presence_shared;
 
 extern void PresenceShmemInit(void);
 extern bool PresenceShmemAvailable(void);
+extern TimestampTz PresenceGraceUntil(void);
 extern PresenceSlot *PresenceFindSlot(Oid dboid);
 extern PresenceSlot *PresenceClaimSlot(Oid dboid);
 extern TimestampTz PresenceWorkerNextWake(Oid dboid);

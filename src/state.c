@@ -601,6 +601,21 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 }
 
 /*
+ * Settle a user before an API call applies its own change, unless the
+ * server is still in its startup grace.  During the grace, deadlines that
+ * passed while the server was down are left alone, so a client that
+ * reconnects continues its session with no offline/online flicker; the
+ * worker ends the sessions nobody refreshed once the grace is over.
+ */
+int
+PresenceSettleForCall(PresenceUser *u, TimestampTz now)
+{
+	if (now < PresenceGraceUntil())
+		return 0;
+	return PresenceSettle(u, now);
+}
+
+/*
  * Find a live (not deleted) session of the user by id.
  */
 PresenceSession *

@@ -61,6 +61,7 @@ extern bool PresenceLockUser(const char *user_id, bool create,
 							 bool skip_locked, TimestampTz now,
 							 PresenceUser *u);
 extern int	PresenceSettle(PresenceUser *u, TimestampTz as_of);
+extern int	PresenceSettleForCall(PresenceUser *u, TimestampTz now);
 extern int	PresencePublish(PresenceUser *u, PresenceCause cause,
 							int due_kinds, TimestampTz now, TimestampTz at,
 							bool freeze_message);

@@ -15,6 +15,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -27,95 +28,147 @@ static SPIPlanPtr due_overrides_plan = NULL;
 static SPIPlanPtr next_deadline_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
-static int
-CompareStrings(const void *a, const void *b)
-{
-	return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
 /*
- * Append the user ids of one due query to ids[], returning the new count;
- * *full is set when the query returned as many rows as it was allowed.
+ * Append the user ids of one due query to *ids; *full is set when the
+ * query returned as many rows as it was allowed.
  */
-static int
-CollectDueUsers(SPIPlanPtr plan, TimestampTz as_of, int limit, char **ids,
-				int nids, bool *full)
+static List *
+CollectDueUsers(SPIPlanPtr plan, TimestampTz as_of, int limit,
+				Datum exclude, List *ids, bool *full)
 {
-	Datum		values[2];
+	Datum		values[3];
 	int			n;
 
 	values[0] = TimestampTzGetDatum(as_of);
 	values[1] = Int32GetDatum(limit);
+	values[2] = exclude;
 	n = PresenceExecute(plan, values, NULL, true, 0);
 	if (n >= limit)
 		*full = true;
 	for (int i = 0; i < n; i++)
-		ids[nids++] = PresenceGetText(i, 1);
-	return nids;
+		ids = lappend(ids, PresenceGetText(i, 1));
+	return ids;
+}
+
+static int
+CompareStrings(const ListCell *a, const ListCell *b)
+{
+	return strcmp((const char *) lfirst(a), (const char *) lfirst(b));
 }
 
 /*
- * Settle up to max_users due users, in user_id order so that two sweeps
- * running at once take user locks in the same order.
+ * The users with something due at as_of, at most max_users of them, sorted
+ * by user_id so that two sweeps running at once take user locks in the same
+ * order; users in exclude (a List of C strings) are left out.  The ids are
+ * allocated in the caller's memory context.  *more is set when more due
+ * users may remain.
+ */
+List *
+PresenceFindDueUsers(TimestampTz as_of, int max_users, List *exclude,
+					 bool *more)
+{
+	static const Oid argtypes[] = {TIMESTAMPTZOID, INT4OID, TEXTARRAYOID};
+	MemoryContext callercxt = CurrentMemoryContext;
+	MemoryContext oldcxt;
+	Datum	   *elems;
+	Datum		exclude_array;
+	List	   *ids = NIL;
+	List	   *result = NIL;
+	ListCell   *lc;
+	int			i = 0;
+
+	*more = false;
+	elems = palloc(sizeof(Datum) * Max(list_length(exclude), 1));
+	foreach(lc, exclude)
+		elems[i++] = CStringGetTextDatum((const char *) lfirst(lc));
+	exclude_array = PointerGetDatum(construct_array(elems, i, TEXTOID, -1,
+													false, TYPALIGN_INT));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ids = CollectDueUsers(PresencePrepare(&due_sessions_plan,
+										  "SELECT user_id FROM presence.sessions"
+										  " WHERE due_at <= $1"
+										  " AND NOT user_id = ANY ($3)"
+										  " ORDER BY due_at LIMIT $2",
+										  3, argtypes),
+						  as_of, max_users, exclude_array, ids, more);
+	ids = CollectDueUsers(PresencePrepare(&due_overrides_plan,
+										  "SELECT user_id FROM presence.users"
+										  " WHERE manual_until <= $1"
+										  " AND NOT user_id = ANY ($3)"
+										  " ORDER BY manual_until LIMIT $2",
+										  3, argtypes),
+						  as_of, max_users, exclude_array, ids, more);
+
+	/*
+	 * A user with several due sessions is settled once.  The result must
+	 * outlive the SPI connection, so it is built in the caller's context.
+	 */
+	list_sort(ids, CompareStrings);
+	oldcxt = MemoryContextSwitchTo(callercxt);
+	foreach(lc, ids)
+	{
+		const char *id = (const char *) lfirst(lc);
+
+		if (result != NIL && strcmp(llast(result), id) == 0)
+			continue;
+		if (list_length(result) == max_users)
+		{
+			*more = true;
+			break;
+		}
+		result = lappend(result, pstrdup(id));
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	SPI_finish();
+	return result;
+}
+
+/*
+ * Settle the given users at as_of, in the caller's transaction, and return
+ * the number of events.  With skip_locked, users whose row another
+ * transaction holds are left for a later call.
+ */
+int
+PresenceSettleUsers(List *user_ids, TimestampTz as_of, bool skip_locked)
+{
+	MemoryContext user_cxt;
+	MemoryContext oldcxt;
+	ListCell   *lc;
+	int			events = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	user_cxt = AllocSetContextCreate(CurrentMemoryContext,
+									 "presence sweep user",
+									 ALLOCSET_DEFAULT_SIZES);
+	foreach(lc, user_ids)
+	{
+		PresenceUser u;
+
+		oldcxt = MemoryContextSwitchTo(user_cxt);
+		if (PresenceLockUser(lfirst(lc), false, skip_locked, as_of, &u))
+			events += PresenceSettle(&u, as_of);
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(user_cxt);
+	}
+	SPI_finish();
+	return events;
+}
+
+/*
+ * Settle up to max_users due users: one batch of sweep().
  */
 int
 PresenceSweepBatch(TimestampTz as_of, int max_users, bool skip_locked,
 				   bool *more)
 {
-	static const Oid argtypes[] = {TIMESTAMPTZOID, INT4OID};
-	MemoryContext user_cxt;
-	MemoryContext oldcxt;
-	char	  **ids;
-	int			nids = 0;
-	int			nunique = 0;
-	int			events = 0;
+	List	   *ids = PresenceFindDueUsers(as_of, max_users, NIL, more);
+	int			events = PresenceSettleUsers(ids, as_of, skip_locked);
 
-	*more = false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	ids = palloc(sizeof(char *) * 2 * max_users);
-	nids = CollectDueUsers(PresencePrepare(&due_sessions_plan,
-										   "SELECT user_id FROM presence.sessions"
-										   " WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
-										   2, argtypes),
-						   as_of, max_users, ids, nids, more);
-	nids = CollectDueUsers(PresencePrepare(&due_overrides_plan,
-										   "SELECT user_id FROM presence.users"
-										   " WHERE manual_until <= $1"
-										   " ORDER BY manual_until LIMIT $2",
-										   2, argtypes),
-						   as_of, max_users, ids, nids, more);
-
-	/* A user with several due sessions is settled once. */
-	qsort(ids, nids, sizeof(char *), CompareStrings);
-	for (int i = 0; i < nids; i++)
-	{
-		if (nunique > 0 && strcmp(ids[nunique - 1], ids[i]) == 0)
-			continue;
-		ids[nunique++] = ids[i];
-	}
-	if (nunique > max_users)
-	{
-		nunique = max_users;
-		*more = true;
-	}
-
-	user_cxt = AllocSetContextCreate(CurrentMemoryContext,
-									 "presence sweep user",
-									 ALLOCSET_DEFAULT_SIZES);
-	for (int i = 0; i < nunique; i++)
-	{
-		PresenceUser u;
-
-		oldcxt = MemoryContextSwitchTo(user_cxt);
-		if (PresenceLockUser(ids[i], false, skip_locked, as_of, &u))
-			events += PresenceSettle(&u, as_of);
-		MemoryContextSwitchTo(oldcxt);
-		MemoryContextReset(user_cxt);
-	}
-
-	SPI_finish();
+	list_free_deep(ids);
 	return events;
 }
 

@@ -77,6 +77,33 @@ SELECT seq - :seq_before AS seq, user_id, reason FROM presence.history
 SELECT payload->>'user_id' AS notified FROM t_notified(now()) ORDER BY seq;
 SELECT count(*) FROM presence.users WHERE user_id IN ('rb_carol', 'rb_erin', 'rb_frank');
 
+-- Procedures that commit and roll back, and exception blocks, follow the
+-- same rule: only what commits is announced.
+CREATE PROCEDURE t_proc() LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM presence.heartbeat('proc_committed');
+	COMMIT;
+	PERFORM presence.heartbeat('proc_rolled_back');
+	ROLLBACK;
+	PERFORM presence.heartbeat('proc_last');
+END
+$$;
+CALL t_proc();
+DO $$
+BEGIN
+	BEGIN
+		PERFORM presence.heartbeat('exc_caught');
+		RAISE EXCEPTION 'boom';
+	EXCEPTION WHEN OTHERS THEN
+		NULL;
+	END;
+	PERFORM presence.heartbeat('exc_after');
+END
+$$;
+SELECT payload->>'user_id' AS notified FROM t_notified(now()) ORDER BY seq;
+SELECT user_id, reason FROM t_events(now());
+DROP PROCEDURE t_proc();
+
 -- Presence changes cannot be part of a prepared transaction.
 BEGIN;
 SELECT presence.heartbeat('rb_henry');
