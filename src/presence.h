@@ -128,8 +128,8 @@ extern List *PresenceFindDueUsers(TimestampTz as_of, int max_users,
 extern int	PresenceSettleUsers(List *user_ids, TimestampTz as_of,
 								bool skip_locked);
 
-/* Earliest stored deadline; false when nothing is scheduled. */
-extern bool PresenceNextDeadline(TimestampTz *deadline);
+/* Earliest stored deadline of users not excluded; false if none. */
+extern bool PresenceNextDeadline(List *exclude, TimestampTz *deadline);
 
 /* Deletes at most limit history rows older than before; returns count. */
 extern int	PresencePruneHistory(TimestampTz before, int limit);

@@ -57,6 +57,23 @@ CompareStrings(const ListCell *a, const ListCell *b)
 }
 
 /*
+ * A text[] of the C strings in a List, for the "leave these users out"
+ * parameter of the queries below.
+ */
+static Datum
+TextArrayFromList(List *strings)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(strings), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, strings)
+		elems[n++] = CStringGetTextDatum((const char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+/*
  * The users with something due at as_of, at most max_users of them, sorted
  * by user_id so that two sweeps running at once take user locks in the same
  * order; users in exclude (a List of C strings) are left out.  The ids are
@@ -70,19 +87,12 @@ PresenceFindDueUsers(TimestampTz as_of, int max_users, List *exclude,
 	static const Oid argtypes[] = {TIMESTAMPTZOID, INT4OID, TEXTARRAYOID};
 	MemoryContext callercxt = CurrentMemoryContext;
 	MemoryContext oldcxt;
-	Datum	   *elems;
-	Datum		exclude_array;
+	Datum		exclude_array = TextArrayFromList(exclude);
 	List	   *ids = NIL;
 	List	   *result = NIL;
 	ListCell   *lc;
-	int			i = 0;
 
 	*more = false;
-	elems = palloc(sizeof(Datum) * Max(list_length(exclude), 1));
-	foreach(lc, exclude)
-		elems[i++] = CStringGetTextDatum((const char *) lfirst(lc));
-	exclude_array = PointerGetDatum(construct_array(elems, i, TEXTOID, -1,
-													false, TYPALIGN_INT));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -173,20 +183,28 @@ PresenceSweepBatch(TimestampTz as_of, int max_users, bool skip_locked,
 }
 
 /*
- * The earliest deadline stored in this database.
+ * The earliest deadline stored in this database, leaving out the users in
+ * exclude (a List of C strings): the worker sets aside users whose
+ * transitions fail, and must not wake up for them until it retries them.
  */
 bool
-PresenceNextDeadline(TimestampTz *deadline)
+PresenceNextDeadline(List *exclude, TimestampTz *deadline)
 {
+	static const Oid argtypes[] = {TEXTARRAYOID};
+	Datum		values[1];
 	bool		found;
 
+	values[0] = TextArrayFromList(exclude);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PresenceExecute(PresencePrepare(&next_deadline_plan,
-									"SELECT LEAST((SELECT min(due_at) FROM presence.sessions),"
-									" (SELECT min(manual_until) FROM presence.users))",
-									0, NULL),
-					NULL, NULL, true, 1);
+									"SELECT LEAST("
+									"(SELECT min(due_at) FROM presence.sessions"
+									" WHERE NOT user_id = ANY ($1)),"
+									" (SELECT min(manual_until) FROM presence.users"
+									" WHERE NOT user_id = ANY ($1)))",
+									1, argtypes),
+					values, NULL, true, 1);
 	found = PresenceGetTimestamp(0, 1, deadline);
 	SPI_finish();
 	return found;

@@ -61,13 +61,19 @@
 #define PRESENCE_PRUNE_MAX_BATCHES	10
 #define PRESENCE_CAREFUL_BATCH		100 /* users per pass after an error */
 #define PRESENCE_CAREFUL_SYSTEMIC	3	/* failures in a row with no success */
-#define PRESENCE_QUARANTINE_MS		60000	/* how long a failing user waits */
+#define PRESENCE_QUARANTINE_MIN_MS	1000	/* a failing user's first wait */
+#define PRESENCE_QUARANTINE_MAX_MS	60000	/* ... doubling up to this */
+#define PRESENCE_PROBATION_MS		600000	/* forgotten this long after */
 
-/* A user whose transitions failed, set aside until "until". */
+/*
+ * A user whose transitions failed: left out of sweeps until "until", and
+ * remembered for a while after, so that failing again doubles the wait.
+ */
 typedef struct QuarantinedUser
 {
 	char	   *user_id;
 	TimestampTz until;
+	int			wait_ms;
 } QuarantinedUser;
 
 /*
@@ -446,50 +452,98 @@ WorkerRecordError(void)
 }
 
 /*
- * The ids of the users set aside now, as a list in the current memory
- * context whose strings stay valid until the next call; expired entries
- * are dropped.
+ * The quarantine entry of a user, or NULL.
  */
-static List *
-WorkerQuarantinedIds(TimestampTz now)
+static QuarantinedUser *
+WorkerFindQuarantined(const char *user_id)
 {
-	List	   *ids = NIL;
 	ListCell   *lc;
 
 	foreach(lc, WorkerQuarantine)
 	{
 		QuarantinedUser *q = (QuarantinedUser *) lfirst(lc);
 
-		if (q->until <= now)
+		if (strcmp(q->user_id, user_id) == 0)
+			return q;
+	}
+	return NULL;
+}
+
+/*
+ * Forget a user's quarantine entry, if any.
+ */
+static void
+WorkerForgetQuarantined(const char *user_id)
+{
+	QuarantinedUser *q = WorkerFindQuarantined(user_id);
+
+	if (q == NULL)
+		return;
+	WorkerQuarantine = list_delete_ptr(WorkerQuarantine, q);
+	pfree(q->user_id);
+	pfree(q);
+}
+
+/*
+ * The ids of the users set aside now, as a list in the current memory
+ * context whose strings stay valid until the next call; *retry is set to
+ * the earliest end of a wait (DT_NOEND if none).  Entries long past their
+ * wait are forgotten.
+ */
+static List *
+WorkerQuarantinedIds(TimestampTz now, TimestampTz *retry)
+{
+	List	   *ids = NIL;
+	ListCell   *lc;
+
+	*retry = DT_NOEND;
+	foreach(lc, WorkerQuarantine)
+	{
+		QuarantinedUser *q = (QuarantinedUser *) lfirst(lc);
+
+		if (q->until > now)
+		{
+			ids = lappend(ids, q->user_id);
+			*retry = Min(*retry, q->until);
+		}
+		else if (TimestampTzPlusMilliseconds(q->until,
+											 PRESENCE_PROBATION_MS) <= now)
 		{
 			pfree(q->user_id);
 			pfree(q);
 			WorkerQuarantine = foreach_delete_current(WorkerQuarantine, lc);
 		}
-		else
-			ids = lappend(ids, q->user_id);
 	}
 	return ids;
 }
 
 /*
- * Set a user aside for a while after their transitions failed.
+ * Set a user aside after their transitions failed: for a second the first
+ * time, twice as long each time they fail again, up to a minute.
  */
 static void
 WorkerQuarantineUser(const char *user_id)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(QuarantineContext);
-	QuarantinedUser *q = palloc(sizeof(QuarantinedUser));
+	QuarantinedUser *q = WorkerFindQuarantined(user_id);
 
-	q->user_id = pstrdup(user_id);
-	q->until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   PRESENCE_QUARANTINE_MS);
-	WorkerQuarantine = lappend(WorkerQuarantine, q);
-	MemoryContextSwitchTo(oldcxt);
+	if (q == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(QuarantineContext);
+
+		q = palloc(sizeof(QuarantinedUser));
+		q->user_id = pstrdup(user_id);
+		q->wait_ms = PRESENCE_QUARANTINE_MIN_MS;
+		WorkerQuarantine = lappend(WorkerQuarantine, q);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	else
+		q->wait_ms = Min(q->wait_ms * 2, PRESENCE_QUARANTINE_MAX_MS);
+	q->until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), q->wait_ms);
+
 	ereport(WARNING,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("presence worker is skipping user \"%s\" for %d seconds",
-					user_id, PRESENCE_QUARANTINE_MS / 1000),
+			 errmsg("presence worker is skipping user \"%s\" for %d ms",
+					user_id, q->wait_ms),
 			 errdetail("Settling the user's due transitions failed with the error above; other users are not held up.")));
 }
 
@@ -506,6 +560,7 @@ static int
 WorkerSweepCarefully(void)
 {
 	TimestampTz as_of;
+	TimestampTz retry;
 	List	   *ids;
 	List	   *volatile failed_ids = NIL;
 	ListCell   *lc;
@@ -519,7 +574,7 @@ WorkerSweepCarefully(void)
 	as_of = GetCurrentTimestamp();
 	MemoryContextSwitchTo(WorkerContext);
 	ids = PresenceFindDueUsers(as_of, PRESENCE_CAREFUL_BATCH,
-							   WorkerQuarantinedIds(as_of), &more);
+							   WorkerQuarantinedIds(as_of, &retry), &more);
 	WorkerEndStep();
 
 	foreach(lc, ids)
@@ -536,6 +591,7 @@ WorkerSweepCarefully(void)
 
 				WorkerEndStep();
 				WorkerCountSweep(as_of, n);
+				WorkerForgetQuarantined(user_id);
 				events += n;
 				succeeded++;
 			}
@@ -569,6 +625,7 @@ WorkerTick(void)
 	TimestampTz now;
 	TimestampTz wake;
 	TimestampTz deadline;
+	TimestampTz retry;
 	bool		have_deadline;
 	bool		more;
 	int			events;
@@ -594,7 +651,8 @@ WorkerTick(void)
 				return PRESENCE_LOCKED_RETRY_MS;
 			as_of = GetCurrentTimestamp();
 			ids = PresenceFindDueUsers(as_of, presence_batch_size,
-									   WorkerQuarantinedIds(as_of), &more);
+									   WorkerQuarantinedIds(as_of, &retry),
+									   &more);
 			events = PresenceSettleUsers(ids, as_of, true);
 			WorkerEndStep();
 			WorkerCountSweep(as_of, events);
@@ -610,13 +668,17 @@ WorkerTick(void)
 	if (!WorkerBeginStep("presence: schedule", schedule_relations,
 						 AccessShareLock))
 		return PRESENCE_LOCKED_RETRY_MS;
-	have_deadline = PresenceNextDeadline(&deadline);
+	now = GetCurrentTimestamp();
+	have_deadline = PresenceNextDeadline(WorkerQuarantinedIds(now, &retry),
+										 &deadline);
 	WorkerEndStep();
 
-	now = GetCurrentTimestamp();
+	/* wake for the next deadline, or to retry a user set aside */
 	wake = TimestampTzPlusMilliseconds(now, PRESENCE_MAX_SLEEP_MS);
 	if (have_deadline && deadline < wake)
 		wake = deadline;
+	if (retry < wake)
+		wake = retry;
 	pg_atomic_write_u64(&MySlot->next_wake, (uint64) wake);
 
 	/*
@@ -665,6 +727,8 @@ WorkerRunOnce(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		/* presence.history_retention may have changed */
+		WorkerNextPrune = 0;
 	}
 
 	PG_TRY();
@@ -692,6 +756,16 @@ WorkerRunOnce(void)
 }
 
 /*
+ * Say in every message of the worker where it comes from: its errors are
+ * otherwise bare lines in the server log.
+ */
+static void
+WorkerErrorContext(void *arg)
+{
+	errcontext("presence worker for database \"%s\"", (const char *) arg);
+}
+
+/*
  * Entry point of a per-database worker; the database's OID is the
  * argument.  SIGTERM (die) ends it at the next CHECK_FOR_INTERRUPTS, even
  * in the middle of a query; every wait ends in one, which also answers
@@ -701,6 +775,7 @@ void
 PresenceWorkerMain(Datum main_arg)
 {
 	char	   *dbname;
+	ErrorContextCallback errcallback;
 
 	WorkerDatabase = DatumGetObjectId(main_arg);
 
@@ -726,6 +801,11 @@ PresenceWorkerMain(Datum main_arg)
 	WorkerAttach();
 	ereport(LOG,
 			(errmsg("presence worker started for database \"%s\"", dbname)));
+
+	errcallback.callback = WorkerErrorContext;
+	errcallback.arg = MemoryContextStrdup(TopMemoryContext, dbname);
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 
 	for (;;)
 	{
