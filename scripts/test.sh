@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# test.sh: the project's test command.
+#
+#   bash scripts/test.sh
+#
+# Runs scripts/setup.sh (install what is missing, build with -Werror, install),
+# copies the source tree into a fresh temporary directory and runs there, as
+# the postgres user (or as the invoking user when not root):
+#   regress    make installcheck, pg_regress part  (test/sql, temp instance)
+#   isolation  make installcheck, isolation part   (test/specs, temp instance)
+#   tap        make installcheck, TAP part         (test/t/*.pl)
+#   pgtap      pg_prove test/pgtap/*.sql against a throwaway cluster
+# A suite with no test files is skipped.  On failure it prints the diffs and
+# log tails.  It leaves no server running, and it ends with one line
+# "N passed, M failed" counting the build and the suites; the exit status is
+# non-zero when anything failed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+
+# Nothing from the caller's environment may steer a connection or a locale.
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^PG' || true)
+export LC_ALL=C.UTF-8 LANG=C.UTF-8
+export PATH="$PG_BIN:$PATH"
+
+say() { printf '\n=== %s\n' "$*"; }
+
+passed=0 failed=0 skipped=()
+WORK=''
+
+if [ "$(id -u)" -eq 0 ]; then
+	OWNER=postgres
+	as_owner() { runuser -u postgres -- env HOME="$WORK" PATH="$PATH" "$@"; }
+else
+	OWNER=$(id -un)
+	as_owner() { "$@"; }
+fi
+
+# Stop every server started under $WORK (the pgTAP cluster, and any temp
+# instance an interrupted pg_regress or TAP test left), then clean up.
+cleanup() {
+	local status=$? pidfile dir
+	set +e
+	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+		while IFS= read -r pidfile; do
+			dir=$(dirname "$pidfile")
+			as_owner pg_ctl -D "$dir" -m fast -t 30 stop >/dev/null 2>&1 ||
+				as_owner pg_ctl -D "$dir" -m immediate stop >/dev/null 2>&1
+		done < <(find "$WORK" -name postmaster.pid 2>/dev/null)
+		if [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]; then
+			rm -rf "$WORK"
+		else
+			echo "(kept $WORK for inspection)"
+		fi
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM
+
+tail_file() {
+	local f=$1 n=${2:-60}
+	[ -s "$f" ] || return 0
+	echo "----- ${f#"$WORK"/} (last $n lines)"
+	tail -n "$n" "$f"
+}
+
+# 1. Packages, build, install.
+say "setup"
+if bash "$ROOT/scripts/setup.sh"; then
+	passed=$((passed + 1))
+else
+	echo "setup/build FAILED"
+	failed=$((failed + 1))
+	echo "$passed passed, $failed failed"
+	exit 1
+fi
+
+# 2. A private copy of the source tree, owned by whoever runs the tests.
+WORK=$(mktemp -d /tmp/presence-test.XXXXXX)
+SRC=$WORK/src
+mkdir "$SRC"
+say "copying the source tree to $SRC"
+if files=$(cd "$ROOT" && git ls-files -z -c -o --exclude-standard 2>/dev/null | tr '\0' '\n') &&
+	[ -n "$files" ]; then
+	(cd "$ROOT" && while IFS= read -r f; do
+		if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
+	done <<<"$files" | tar --null --no-recursion -T - -cf -) | tar -C "$SRC" -xf -
+else
+	tar -C "$ROOT" --exclude=.git --exclude='*.o' --exclude='*.so' \
+		--exclude='*.bc' --exclude=tmp_check --exclude=tmp_check_iso \
+		--exclude=results --exclude=output_iso --exclude=log \
+		--exclude=node_modules --exclude=regression.diffs \
+		--exclude=regression.out -cf - . | tar -C "$SRC" -xf -
+fi
+[ "$OWNER" = "$(id -un)" ] || chown -R "$OWNER": "$WORK"
+cd "$SRC"
+
+has_files() { compgen -G "$1" >/dev/null; }
+
+record() {	# record NAME STATUS
+	if [ "$2" -eq 0 ]; then
+		echo "--- $1: passed"
+		passed=$((passed + 1))
+	else
+		echo "--- $1: FAILED"
+		failed=$((failed + 1))
+	fi
+}
+
+# 3. make installcheck, one part at a time so that each is reported and a
+#    failure in one does not hide the others.  Variables given on the make
+#    command line switch the other parts off.
+installcheck() {
+	as_owner make -s PG_CONFIG="$PG_CONFIG" installcheck "$@"
+}
+
+say "regress (pg_regress, test/sql)"
+if has_files 'test/sql/*.sql'; then
+	st=0; installcheck ISOLATION= TAP_TESTS= || st=$?
+	if [ "$st" -ne 0 ]; then
+		tail_file "$SRC/regression.diffs" 300
+		tail_file "$SRC/tmp_check/log/postmaster.log" 40
+	fi
+	record regress "$st"
+else
+	echo "no tests in test/sql: skipped"; skipped+=(regress)
+fi
+
+say "isolation (pg_isolation_regress, test/specs)"
+if has_files 'test/specs/*.spec'; then
+	st=0; installcheck REGRESS= TAP_TESTS= || st=$?
+	if [ "$st" -ne 0 ]; then
+		tail_file "$SRC/output_iso/regression.diffs" 300
+		tail_file "$SRC/tmp_check_iso/log/postmaster.log" 40
+	fi
+	record isolation "$st"
+else
+	echo "no tests in test/specs: skipped"; skipped+=(isolation)
+fi
+
+# The logs of the failed TAP scripts (all logs when none is recognised):
+# regress_log_NAME and each node's server log NAME_NODE.log.
+tap_logs() {
+	local log=$SRC/tmp_check/log f name shown=0
+	for f in "$log"/regress_log_*; do
+		[ -f "$f" ] || continue
+		grep -qE '(^|\) )not ok |# Looks like |Bail out!' "$f" || continue
+		name=${f##*/regress_log_}
+		tail_file "$f" 80
+		for g in "$log/${name}"_*.log; do tail_file "$g" 30; done
+		shown=1
+	done
+	if [ "$shown" -eq 0 ]; then
+		for f in "$log"/*; do tail_file "$f" 40; done
+	fi
+}
+
+say "tap (prove, test/t)"
+if has_files 'test/t/*.pl'; then
+	st=0; installcheck REGRESS= ISOLATION= || st=$?
+	[ "$st" -eq 0 ] || tap_logs
+	record tap "$st"
+else
+	echo "no tests in test/t: skipped"; skipped+=(tap)
+fi
+
+# 4. pgTAP: a throwaway cluster with the worker preloaded.
+pgtap_suite() {
+	local dir=$WORK/pgtap port=$((55000 + RANDOM % 5000)) db=presence_tap
+	mkdir -p "$dir" || return 1
+	if [ "$OWNER" != "$(id -un)" ]; then chown "$OWNER": "$dir" || return 1; fi
+	as_owner initdb -D "$dir/data" -A trust -N >"$dir/initdb.log" 2>&1 ||
+		{ cat "$dir/initdb.log"; return 1; }
+	cat >>"$dir/data/postgresql.conf" <<-CONF
+		port = $port
+		listen_addresses = ''
+		unix_socket_directories = '$dir'
+		fsync = off
+		shared_preload_libraries = 'presence'
+		presence.startup_grace = 0
+	CONF
+	echo "starting a cluster on port $port (socket in $dir)"
+	as_owner pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+		{ tail_file "$dir/server.log" 40; return 1; }
+	as_owner createdb -h "$dir" -p "$port" "$db" || return 1
+	as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d "$db" \
+		-c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION presence' ||
+		{ tail_file "$dir/server.log" 40; return 1; }
+	local st=0
+	as_owner pg_prove --psql-bin "$PG_BIN/psql" -h "$dir" -p "$port" -d "$db" \
+		test/pgtap/*.sql || st=$?
+	[ "$st" -eq 0 ] || tail_file "$dir/server.log" 40
+	as_owner pg_ctl -D "$dir/data" -m fast -w stop >/dev/null || st=1
+	return "$st"
+}
+
+say "pgtap (pg_prove, test/pgtap)"
+if has_files 'test/pgtap/*.sql'; then
+	st=0; pgtap_suite || st=$?
+	record pgtap "$st"
+else
+	echo "no tests in test/pgtap: skipped"; skipped+=(pgtap)
+fi
+
+say "summary"
+[ ${#skipped[@]} -eq 0 ] || echo "skipped (no tests): ${skipped[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,34 @@
+-- 04_settings.sql: every presence.* setting exists with its documented
+-- default, unit, type and context.  The test cluster runs with
+-- presence.startup_grace = 0, so defaults are read from boot_val.
+BEGIN;
+SELECT plan(10);
+SET LOCAL search_path = public, pg_catalog;
+
+SELECT results_eq(
+	$$ SELECT name COLLATE "default", vartype, unit, boot_val, context
+		 FROM pg_settings WHERE name LIKE 'presence.%' ORDER BY name $$,
+	$$ VALUES ('presence.away_after', 'integer', 'ms', '300000', 'user'),
+			  ('presence.batch_size', 'integer', NULL, '1000', 'sighup'),
+			  ('presence.channel', 'string', NULL, 'presence', 'superuser'),
+			  ('presence.granularity', 'integer', 'ms', '60000', 'user'),
+			  ('presence.history_retention', 'integer', 's', '2592000', 'superuser'),
+			  ('presence.max_databases', 'integer', NULL, '64', 'postmaster'),
+			  ('presence.session_ttl', 'integer', 'ms', '60000', 'user'),
+			  ('presence.startup_grace', 'integer', 'ms', '30000', 'sighup') $$,
+	'the presence.* settings are exactly the documented ones (name, type, unit, default, context)');
+
+-- Defaults as a user sees them (nothing overrides these in the test cluster).
+SELECT is(current_setting('presence.away_after'), '5min', 'presence.away_after defaults to 5min');
+SELECT is(current_setting('presence.session_ttl'), '1min', 'presence.session_ttl defaults to 60s');
+SELECT is(current_setting('presence.granularity'), '1min', 'presence.granularity defaults to 1min');
+SELECT is(current_setting('presence.channel'), 'presence', 'presence.channel defaults to ''presence''');
+SELECT is(current_setting('presence.history_retention'), '30d', 'presence.history_retention defaults to 30d');
+SELECT is(current_setting('presence.batch_size'), '1000', 'presence.batch_size defaults to 1000');
+SELECT is(current_setting('presence.max_databases'), '64', 'presence.max_databases defaults to 64');
+SELECT is((SELECT boot_val || unit FROM pg_settings WHERE name = 'presence.startup_grace'),
+		  '30000ms', 'presence.startup_grace defaults to 30s');
+SELECT is(current_setting('presence.startup_grace'), '0', 'this cluster runs with presence.startup_grace = 0');
+
+SELECT * FROM finish();
+ROLLBACK;
