@@ -191,6 +191,8 @@ extern bool PresenceShmemAvailable(void);
 extern TimestampTz PresenceGraceUntil(void);
 extern PresenceSlot *PresenceFindSlot(Oid dboid);
 extern PresenceSlot *PresenceClaimSlot(Oid dboid);
+extern void PresenceSlotStart(PresenceSlot *slot, TimestampTz started_at,
+							  TimestampTz next_wake);
 extern TimestampTz PresenceWorkerNextWake(Oid dboid);
 extern void PresenceWakeWorker(Oid dboid);
 extern bool PresenceWakeLauncher(Oid dboid);

@@ -167,6 +167,24 @@ PresenceFindSlot(Oid dboid)
 }
 
 /*
+ * Reset what a slot reports about its worker, for a worker starting at
+ * started_at (0 for a slot without one).  The caller holds the lock
+ * exclusively.
+ */
+void
+PresenceSlotStart(PresenceSlot *slot, TimestampTz started_at,
+				  TimestampTz next_wake)
+{
+	slot->started_at = started_at;
+	slot->last_sweep = 0;
+	slot->rest_until = 0;
+	slot->transitions = 0;
+	slot->errors = 0;
+	slot->last_error[0] = '\0';
+	pg_atomic_write_u64(&slot->next_wake, (uint64) next_wake);
+}
+
+/*
  * The slot of a database, claiming a free one for it if it has none;
  * NULL when every slot is taken.  The caller holds the lock exclusively.
  */
@@ -191,13 +209,7 @@ PresenceClaimSlot(Oid dboid)
 		slot->paused_until = 0;
 		slot->pid = 0;
 		slot->latch = NULL;
-		slot->started_at = 0;
-		slot->last_sweep = 0;
-		slot->rest_until = 0;
-		slot->transitions = 0;
-		slot->errors = 0;
-		slot->last_error[0] = '\0';
-		pg_atomic_write_u64(&slot->next_wake, (uint64) DT_NOBEGIN);
+		PresenceSlotStart(slot, 0, DT_NOBEGIN);
 		return slot;
 	}
 	return NULL;

@@ -300,13 +300,7 @@ WorkerAttach(void)
 	{
 		slot->pid = MyProcPid;
 		slot->latch = MyLatch;
-		slot->started_at = now;
-		slot->last_sweep = 0;
-		slot->rest_until = 0;
-		slot->transitions = 0;
-		slot->errors = 0;
-		slot->last_error[0] = '\0';
-		pg_atomic_write_u64(&slot->next_wake, (uint64) DT_NOEND);
+		PresenceSlotStart(slot, now, DT_NOEND);
 		MySlot = slot;
 	}
 	/* the launcher limits how many workers start at once */
