@@ -8,26 +8,50 @@ SELECT dblink_connect('listener',
 		   split_part(current_setting('unix_socket_directories'), ',', 1)));
 SELECT dblink_exec('listener', 'LISTEN presence');
 
--- Received payloads, with times relative to base and seq to base_seq.
-CREATE FUNCTION t_notified(base timestamptz, base_seq bigint DEFAULT 0)
+-- Notifications reach the listener asynchronously: collect them into an
+-- inbox until as many as expected have arrived (or 30 seconds pass).
+CREATE TABLE t_inbox (n serial, channel text, payload text);
+CREATE FUNCTION t_collect(expected integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+	deadline timestamptz := clock_timestamp() + interval '30 s';
+BEGIN
+	LOOP
+		INSERT INTO t_inbox (channel, payload)
+			SELECT notify_name, extra FROM dblink_get_notify('listener');
+		EXIT WHEN (SELECT count(*) FROM t_inbox) >= expected
+			OR clock_timestamp() > deadline;
+		PERFORM pg_sleep(0.01);
+	END LOOP;
+END
+$$;
+
+-- The expected number of payloads, taken out of the inbox, with times
+-- relative to base and seq to base_seq.
+CREATE FUNCTION t_notified(expected integer, base timestamptz,
+						   base_seq bigint DEFAULT 0)
 RETURNS TABLE(channel text, seq bigint, payload jsonb, at interval,
 			  last_active interval, keys text)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM t_collect(expected);
+	RETURN QUERY
 	WITH n AS (
-		SELECT notify_name, extra::jsonb AS j, extra
-		  FROM dblink_get_notify('listener')
+		DELETE FROM t_inbox RETURNING t_inbox.n, t_inbox.channel,
+			t_inbox.payload::jsonb AS j, t_inbox.payload AS raw
 	)
-	SELECT notify_name,
+	SELECT n.channel,
 		   (j->>'seq')::bigint - base_seq,
 		   j - 'seq' - 'at' - 'last_active',
 		   (j->>'at')::timestamptz - base,
 		   (j->>'last_active')::timestamptz - base,
 		   -- the payload's keys in the order they are written
 		   (SELECT string_agg(m[1], ',' ORDER BY ord)
-			  FROM regexp_matches(extra, '"(\w+)":', 'g') WITH ORDINALITY AS r(m, ord)
+			  FROM regexp_matches(raw, '"(\w+)":', 'g') WITH ORDINALITY AS r(m, ord)
 			 WHERE m[1] IN ('seq', 'event', 'user_id', 'status', 'previous',
 							'reason', 'message', 'last_active', 'at'))
-	  FROM n
+	  FROM n ORDER BY n.n;
+END
 $$;
 
 SELECT COALESCE(max(seq), 0) AS s0 FROM presence.history \gset
@@ -37,7 +61,7 @@ SELECT presence.heartbeat('alice', 'tab', ttl => '10 min');
 SELECT presence.set_status('alice', 'busy', E'Quote " backslash \\ tab \t done');
 SELECT presence.sweep(:'t0'::timestamptz + interval '10 min');
 COMMIT;
-SELECT * FROM t_notified(:'t0', :s0);
+SELECT * FROM t_notified(3, :'t0', :s0);
 
 -- The same changes, as history rows with the same seq.
 SELECT h.seq - :s0 AS seq, h.user_id, h.reason FROM presence.history h
@@ -48,13 +72,15 @@ SELECT * FROM t_events(:'t0');
 SET DateStyle = 'SQL, DMY';
 SET TimeZone = 'Asia/Kolkata';
 SELECT presence.heartbeat('bob');
-SELECT extra::jsonb->>'user_id' AS user_id,
-	   extra::jsonb->>'at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+05:30$' AS iso_8601
-  FROM dblink_get_notify('listener');
+SELECT t_collect(1);
+SELECT payload::jsonb->>'user_id' AS user_id,
+	   payload::jsonb->>'at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+05:30$' AS iso_8601
+  FROM t_inbox;
+DELETE FROM t_inbox;
 RESET DateStyle;
 RESET TimeZone;
 SELECT presence.disconnect('bob');
-SELECT count(*) FROM dblink_get_notify('listener');
+SELECT count(*) FROM t_notified(1, now());
 
 -- A rolled-back transaction or subtransaction announces nothing and
 -- leaves no history; the seq it would have used is not consumed.
@@ -74,7 +100,7 @@ SELECT presence.heartbeat('rb_gina');
 COMMIT;
 SELECT seq - :seq_before AS seq, user_id, reason FROM presence.history
  WHERE seq > :seq_before ORDER BY seq;
-SELECT payload->>'user_id' AS notified FROM t_notified(now()) ORDER BY seq;
+SELECT payload->>'user_id' AS notified FROM t_notified(2, now()) ORDER BY seq;
 SELECT count(*) FROM presence.users WHERE user_id IN ('rb_carol', 'rb_erin', 'rb_frank');
 
 -- Procedures that commit and roll back, and exception blocks, follow the
@@ -100,7 +126,7 @@ BEGIN
 	PERFORM presence.heartbeat('exc_after');
 END
 $$;
-SELECT payload->>'user_id' AS notified FROM t_notified(now()) ORDER BY seq;
+SELECT payload->>'user_id' AS notified FROM t_notified(3, now()) ORDER BY seq;
 SELECT user_id, reason FROM t_events(now());
 DROP PROCEDURE t_proc();
 
@@ -114,7 +140,7 @@ SELECT count(*) FROM presence.users WHERE user_id = 'rb_henry';
 SET presence.channel = 'presence_other';
 SELECT dblink_exec('listener', 'LISTEN presence_other');
 SELECT presence.heartbeat('ivan');
-SELECT channel, payload->>'user_id' AS user_id FROM t_notified(now());
+SELECT channel, payload->>'user_id' AS user_id FROM t_notified(1, now());
 RESET presence.channel;
 SET presence.channel = '';
 SELECT set_config('presence.channel', repeat('c', 63), false) IS NOT NULL AS ok_63;
