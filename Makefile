@@ -12,6 +12,7 @@ OBJS = \
 	src/state.o \
 	src/sweep.o \
 	src/api.o \
+	src/rooms.o \
 	src/shmem.o \
 	src/launcher.o \
 	src/worker.o \

@@ -42,6 +42,37 @@ CREATE TABLE presence.sessions (
 );
 CREATE INDEX sessions_due_at_idx ON presence.sessions (due_at);
 
+-- Rooms: one row per session in a room, with its metadata (a cursor, a
+-- selection).  An update of the metadata within presence.meta_interval of
+-- the last one announced is held back: meta_due_at says when its trailing
+-- event is due.  A session's rooms end with it.
+CREATE TABLE presence.members (
+	room text NOT NULL,
+	user_id text NOT NULL,
+	session_id text NOT NULL,
+	meta jsonb,
+	joined_at timestamptz NOT NULL,
+	meta_sent_at timestamptz NOT NULL,
+	meta_due_at timestamptz,
+	PRIMARY KEY (room, user_id, session_id),
+	FOREIGN KEY (user_id, session_id) REFERENCES presence.sessions
+		ON DELETE CASCADE
+);
+CREATE INDEX members_session_idx ON presence.members (user_id, session_id);
+CREATE INDEX members_meta_due_idx ON presence.members (meta_due_at)
+	WHERE meta_due_at IS NOT NULL;
+
+-- Who is typing where, until when (presence.typing_timeout after the last
+-- renewal).  The flag belongs to the user in the room.
+CREATE TABLE presence.typing (
+	room text NOT NULL,
+	user_id text NOT NULL,
+	started_at timestamptz NOT NULL,
+	until timestamptz NOT NULL,
+	PRIMARY KEY (room, user_id)
+);
+CREATE INDEX typing_until_idx ON presence.typing (until);
+
 -- Every announced change, with the seq of its NOTIFY payload.  Rows are
 -- written at commit, in commit order, so seq never has an in-flight gap.
 CREATE SEQUENCE presence.seq;
@@ -62,6 +93,8 @@ CREATE INDEX history_at_idx ON presence.history (at);
 SELECT pg_catalog.pg_extension_config_dump('presence.users', '');
 SELECT pg_catalog.pg_extension_config_dump('presence.sessions', '');
 SELECT pg_catalog.pg_extension_config_dump('presence.history', '');
+SELECT pg_catalog.pg_extension_config_dump('presence.members', '');
+SELECT pg_catalog.pg_extension_config_dump('presence.typing', '');
 SELECT pg_catalog.pg_extension_config_dump('presence.seq', '');
 
 -- Writes (C, SECURITY DEFINER, pinned search_path) ----------------------
@@ -109,6 +142,52 @@ CREATE FUNCTION presence.worker_status(OUT pid integer,
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'presence_worker_status'
 LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.join(room text,
+							  user_id text,
+							  session_id text DEFAULT 'default',
+							  meta jsonb DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'presence_join'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.leave(room text,
+							   user_id text,
+							   session_id text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'presence_leave'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.set_meta(room text,
+								  user_id text,
+								  session_id text,
+								  meta jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'presence_set_meta'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.typing(room text,
+								user_id text,
+								is_typing boolean DEFAULT true)
+RETURNS void
+AS 'MODULE_PATHNAME', 'presence_typing'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.broadcast(room text, payload jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'presence_broadcast'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION presence.room_channel(room text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'presence_room_channel'
+LANGUAGE C STABLE CALLED ON NULL INPUT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
 -- Reads (SQL) ------------------------------------------------------------
@@ -196,6 +275,130 @@ AS $$
 	 WHERE h.seq > since
 	 ORDER BY h.seq
 	 LIMIT GREATEST(max_rows, 0)
+$$;
+
+-- The users visibly present in a room, in the order they joined; an
+-- invisible user is absent, as if disconnected.
+CREATE FUNCTION presence.members(room text)
+RETURNS TABLE(user_id text, status presence.status, message text,
+			  metas jsonb, joined_at timestamptz)
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT m.user_id, u.status, u.message,
+		   jsonb_agg(jsonb_build_object('session_id', m.session_id,
+										'meta', m.meta,
+										'joined_at', m.joined_at)
+					 ORDER BY m.joined_at, m.session_id),
+		   min(m.joined_at)
+	  FROM presence.members m
+	  JOIN presence.users u ON u.user_id = m.user_id
+	 WHERE m.room = $1
+	   AND u.status <> 'offline'
+	 GROUP BY m.user_id, u.status, u.message
+	 ORDER BY min(m.joined_at), m.user_id
+$$;
+
+CREATE FUNCTION presence.room_count(room text)
+RETURNS integer
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT count(DISTINCT m.user_id)::integer
+	  FROM presence.members m
+	  JOIN presence.users u ON u.user_id = m.user_id
+	 WHERE m.room = $1
+	   AND u.status <> 'offline'
+$$;
+
+CREATE FUNCTION presence.rooms(user_id text)
+RETURNS SETOF text
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT DISTINCT m.room
+	  FROM presence.members m
+	  JOIN presence.users u ON u.user_id = m.user_id
+	 WHERE m.user_id = $1
+	   AND u.status <> 'offline'
+	 ORDER BY m.room
+$$;
+
+CREATE FUNCTION presence.typing_users(room text)
+RETURNS SETOF text
+LANGUAGE sql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT t.user_id
+	  FROM presence.typing t
+	  JOIN presence.users u ON u.user_id = t.user_id
+	 WHERE t.room = $1
+	   AND t.until > now()
+	   AND u.status <> 'offline'
+	 ORDER BY t.started_at, t.user_id
+$$;
+
+-- How long a user showed each status between since and until, from the
+-- history (so as others saw it: invisible counts as offline).  Before the
+-- first history row a user counts as offline; history older than
+-- presence.history_retention is gone.
+CREATE FUNCTION presence.time_in_status(user_id text,
+										since timestamptz,
+										until timestamptz DEFAULT now())
+RETURNS TABLE(status presence.status, duration interval)
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF time_in_status.user_id IS NULL OR time_in_status.since IS NULL
+	   OR time_in_status.until IS NULL THEN
+		RAISE EXCEPTION 'user_id, since and until must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF time_in_status.since > time_in_status.until THEN
+		RAISE EXCEPTION 'since must not be later than until'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The period given runs from %s to %s.',
+								  time_in_status.since, time_in_status.until);
+	END IF;
+	RETURN QUERY
+	WITH changes AS (
+		-- the status in force at "since", then every later change; a timed
+		-- change is dated at its deadline, which can precede a change
+		-- committed before it, so times only ever move forward here
+		(SELECT h.seq, time_in_status.since AS at, h.status
+		   FROM presence.history h
+		  WHERE h.user_id = time_in_status.user_id
+			AND h.at <= time_in_status.since
+		  ORDER BY h.seq DESC LIMIT 1)
+		UNION ALL
+		SELECT h.seq, h.at, h.status
+		  FROM presence.history h
+		 WHERE h.user_id = time_in_status.user_id
+		   AND h.at > time_in_status.since
+		   AND h.at < time_in_status.until
+	), timeline AS (
+		SELECT c.seq, c.status,
+			   max(c.at) OVER (ORDER BY c.seq) AS at
+		  FROM changes c
+		UNION ALL
+		-- offline from "since" until the first change, if none came before
+		SELECT -1, 'offline'::presence.status, time_in_status.since
+		 WHERE NOT EXISTS (SELECT 1 FROM presence.history h
+							WHERE h.user_id = time_in_status.user_id
+							  AND h.at <= time_in_status.since)
+	), spans AS (
+		SELECT t.status,
+			   lead(t.at, 1, time_in_status.until)
+				   OVER (ORDER BY t.at, t.seq) - t.at AS d
+		  FROM timeline t
+	)
+	SELECT s.status, COALESCE(sum(p.d), interval '0')
+	  FROM unnest(enum_range(NULL::presence.status)) AS s(status)
+	  LEFT JOIN spans p ON p.status = s.status
+	 GROUP BY s.status
+	 ORDER BY s.status;
+END
 $$;
 
 -- Nothing is granted to PUBLIC: an application role needs

@@ -124,36 +124,10 @@ Heartbeat(const char *user_id, const char *session_id, bool active,
 		  Jsonb *meta, int64 ttl, int64 away_after, TimestampTz now)
 {
 	PresenceUser u;
-	PresenceSession *s;
-	bool		is_new;
 
 	PresenceLockUser(user_id, true, false, now, &u);
 	PresenceSettleForCall(&u, now);
-
-	s = PresenceFindSession(&u, session_id);
-	is_new = (s == NULL);
-	if (is_new)
-	{
-		s = palloc0(sizeof(PresenceSession));
-		s->session_id = pstrdup(session_id);
-		s->started_at = now;
-		/* A session that starts inactive is idle from the start. */
-		s->away_at = now;
-		u.sessions = lappend(u.sessions, s);
-	}
-	s->last_seen = now;
-	if (active)
-	{
-		s->has_last_active = true;
-		s->last_active = now;
-		s->away_at = now + away_after;
-	}
-	s->end_at = now + ttl;
-	s->due_at = (s->away_at > now && s->away_at < s->end_at) ? s->away_at : s->end_at;
-	PresenceWriteSession(&u, s, is_new, meta);
-
-	PresencePublish(&u, is_new ? CAUSE_CONNECT : CAUSE_HEARTBEAT, 0, now, now,
-					false);
+	PresenceTouchSession(&u, session_id, active, meta, ttl, away_after, now);
 	return u.status;
 }
 
@@ -228,7 +202,7 @@ presence_disconnect(PG_FUNCTION_ARGS)
 				continue;
 			/* Closing a session is its last sign of life. */
 			s->last_seen = now;
-			PresenceDeleteSession(&u, s);
+			PresenceDeleteSession(&u, s, "disconnect", now);
 		}
 		PresencePublish(&u, CAUSE_DISCONNECT, 0, now, now, false);
 		status = u.status;

@@ -107,4 +107,45 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 }
 #endif
 
+/* PG 16 gave stringToQualifiedNameList a soft-error context argument. */
+#if PG_VERSION_NUM >= 160000
+#define PresenceQualifiedNameList(str) stringToQualifiedNameList((str), NULL)
+#else
+#define PresenceQualifiedNameList(str) stringToQualifiedNameList(str)
+#endif
+
+/*
+ * SHA-256 of a byte string (for room channel names).  PG 14 brought the
+ * cryptohash API, whose final step PG 15 gave a length argument; PG 13 had
+ * plain SHA-2 functions.
+ */
+#include "common/sha2.h"
+#if PG_VERSION_NUM >= 140000
+#include "common/cryptohash.h"
+#endif
+
+static inline void
+PresenceSha256(const uint8 *data, size_t len, uint8 *digest)
+{
+#if PG_VERSION_NUM >= 140000
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, data, len) < 0 ||
+#if PG_VERSION_NUM >= 150000
+		pg_cryptohash_final(ctx, digest, PG_SHA256_DIGEST_LENGTH) < 0)
+#else
+		pg_cryptohash_final(ctx, digest) < 0)
+#endif
+		elog(ERROR, "could not compute a SHA-256 digest");
+	pg_cryptohash_free(ctx);
+#else
+	pg_sha256_ctx ctx;
+
+	pg_sha256_init(&ctx);
+	pg_sha256_update(&ctx, data, len);
+	pg_sha256_final(&ctx, digest);
+#endif
+}
+
 #endif							/* PRESENCE_COMPAT_H */

@@ -44,28 +44,38 @@ static List *pending_events = NIL;
 static TimestampTz earliest_deadline = DT_NOEND;
 
 static SPIPlanPtr insert_history_plan = NULL;
+static SPIPlanPtr next_seq_plan = NULL;
 
 /*
- * Queue an event for the current transaction.  The strings are copied, so
- * callers may pass memory that ends with their SPI connection.
+ * Copy a string into the current memory context, keeping NULL.
+ */
+static char *
+CopyString(const char *str)
+{
+	return str ? pstrdup(str) : NULL;
+}
+
+/*
+ * Queue an event for the current transaction.  The event and its strings
+ * are copied, so callers may pass memory that ends with their SPI
+ * connection.
  */
 void
-PresenceQueueEvent(const char *user_id, PresenceStatus status,
-				   PresenceStatus previous, const char *reason,
-				   const char *message, bool has_last_active,
-				   TimestampTz last_active, TimestampTz at)
+PresenceQueue(const PresenceEvent *src)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(TopTransactionContext);
 	PresenceEvent *ev = palloc(sizeof(PresenceEvent));
+	ListCell   *lc;
 
-	ev->user_id = pstrdup(user_id);
-	ev->status = status;
-	ev->previous = previous;
-	ev->reason = reason;
-	ev->message = message ? pstrdup(message) : NULL;
-	ev->has_last_active = has_last_active;
-	ev->last_active = last_active;
-	ev->at = at;
+	*ev = *src;
+	ev->room = CopyString(src->room);
+	ev->user_id = CopyString(src->user_id);
+	ev->session_id = CopyString(src->session_id);
+	ev->message = CopyString(src->message);
+	ev->json = CopyString(src->json);
+	ev->rooms = NIL;
+	foreach(lc, src->rooms)
+		ev->rooms = lappend(ev->rooms, pstrdup(lfirst(lc)));
 	ev->subid = GetCurrentSubTransactionId();
 	pending_events = lappend(pending_events, ev);
 	MemoryContextSwitchTo(oldcxt);
@@ -116,38 +126,105 @@ AppendJsonTimestamp(StringInfo buf, TimestampTz ts)
 }
 
 /*
- * Build the NOTIFY payload of an event: one JSON object.  Ids and messages
- * are escaped by escape_json, and their length limits keep the payload far
- * below NOTIFY's 8000 bytes.
+ * Append a string to a JSON payload, escaped, or null.
+ */
+static void
+AppendJsonString(StringInfo buf, const char *key, const char *value)
+{
+	appendStringInfo(buf, ",\"%s\":", key);
+	if (value)
+		escape_json(buf, value);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+static const char *const event_names[] = {
+	[EVENT_STATUS] = "status",
+	[EVENT_JOIN] = "join",
+	[EVENT_LEAVE] = "leave",
+	[EVENT_UPDATE] = "update",
+	[EVENT_TYPING] = "typing",
+	[EVENT_BROADCAST] = "broadcast",
+};
+
+/*
+ * Build the NOTIFY payload of an event: one JSON object.  room is the room
+ * it is announced in (a room event's own room, or one of the rooms a status
+ * event is also sent to), or NULL for the status channel.  Ids, messages,
+ * metadata and payloads are limited so that the payload always stays below
+ * NOTIFY's 8000 bytes, escaping included.
  */
 void
-PresenceBuildPayload(StringInfo buf, int64 seq, const PresenceEvent *ev)
+PresenceBuildPayload(StringInfo buf, int64 seq, const PresenceEvent *ev,
+					 const char *room)
 {
-	appendStringInfo(buf, "{\"seq\":" INT64_FORMAT ",\"event\":\"status\",\"user_id\":",
-					 seq);
-	escape_json(buf, ev->user_id);
-	appendStringInfo(buf, ",\"status\":\"%s\",\"previous\":\"%s\",\"reason\":\"%s\",\"message\":",
-					 PresenceStatusName(ev->status),
-					 PresenceStatusName(ev->previous),
-					 ev->reason);
-	if (ev->message)
-		escape_json(buf, ev->message);
-	else
-		appendStringInfoString(buf, "null");
-	appendStringInfoString(buf, ",\"last_active\":");
-	if (ev->has_last_active)
-		AppendJsonTimestamp(buf, ev->last_active);
-	else
-		appendStringInfoString(buf, "null");
+	appendStringInfo(buf, "{\"seq\":" INT64_FORMAT ",\"event\":\"%s\"",
+					 seq, event_names[ev->kind]);
+	if (room)
+		AppendJsonString(buf, "room", room);
+	AppendJsonString(buf, "user_id", ev->user_id);
+
+	switch (ev->kind)
+	{
+		case EVENT_STATUS:
+			appendStringInfo(buf, ",\"status\":\"%s\",\"previous\":\"%s\",\"reason\":\"%s\"",
+							 PresenceStatusName(ev->status),
+							 PresenceStatusName(ev->previous), ev->reason);
+			AppendJsonString(buf, "message", ev->message);
+			appendStringInfoString(buf, ",\"last_active\":");
+			if (ev->has_last_active)
+				AppendJsonTimestamp(buf, ev->last_active);
+			else
+				appendStringInfoString(buf, "null");
+			break;
+		case EVENT_JOIN:
+			AppendJsonString(buf, "session_id", ev->session_id);
+			appendStringInfo(buf, ",\"status\":\"%s\",\"meta\":%s",
+							 PresenceStatusName(ev->status),
+							 ev->json ? ev->json : "null");
+			break;
+		case EVENT_LEAVE:
+			AppendJsonString(buf, "reason", ev->reason);
+			break;
+		case EVENT_UPDATE:
+			AppendJsonString(buf, "session_id", ev->session_id);
+			appendStringInfo(buf, ",\"change\":\"%s\",\"meta\":%s",
+							 ev->change, ev->json ? ev->json : "null");
+			break;
+		case EVENT_TYPING:
+			appendStringInfo(buf, ",\"typing\":%s",
+							 ev->typing ? "true" : "false");
+			if (ev->reason)
+				AppendJsonString(buf, "reason", ev->reason);
+			break;
+		case EVENT_BROADCAST:
+			appendStringInfo(buf, ",\"payload\":%s", ev->json);
+			break;
+	}
 	appendStringInfoString(buf, ",\"at\":");
 	AppendJsonTimestamp(buf, ev->at);
 	appendStringInfoChar(buf, '}');
 }
 
 /*
- * Give each pending event its seq, history row and NOTIFY, in the order the
- * events were queued.  Runs inside the committing transaction, so a failure
- * here (say, a full notification queue) aborts it with all its changes.
+ * Send one payload on a channel.
+ */
+static void
+Notify(StringInfo payload, int64 seq, const PresenceEvent *ev,
+	   const char *room, const char *channel)
+{
+	resetStringInfo(payload);
+	PresenceBuildPayload(payload, seq, ev, room);
+	Async_Notify(channel, payload->data);
+}
+
+/*
+ * Give each pending event its seq, its history row if it is a status
+ * event, and its NOTIFYs, in the order the events were queued.  A status
+ * event goes to the status channel and to the channel of each room the
+ * user is in, with the same seq; room events go to their room's channel.
+ * Runs inside the committing transaction, so a failure here (say, a full
+ * notification queue) aborts it with all its changes.
  */
 static void
 PublishPendingEvents(void)
@@ -157,7 +234,7 @@ PublishPendingEvents(void)
 	List	   *events = pending_events;
 	ListCell   *lc;
 	StringInfoData payload;
-	SPIPlanPtr	plan;
+	bool		isnull;
 
 	/* Detach first: nothing below may queue more, and an error drops them. */
 	pending_events = NIL;
@@ -169,42 +246,59 @@ PublishPendingEvents(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	plan = PresencePrepare(&insert_history_plan,
-						   "INSERT INTO presence.history"
-						   " (seq, user_id, status, previous, reason, message, last_active, at)"
-						   " VALUES (pg_catalog.nextval('presence.seq'), $1,"
-						   " $2::presence.status, $3::presence.status, $4, $5, $6, $7)"
-						   " RETURNING seq",
-						   lengthof(argtypes), argtypes);
-
 	initStringInfo(&payload);
 	foreach(lc, events)
 	{
 		PresenceEvent *ev = (PresenceEvent *) lfirst(lc);
-		Datum		values[7];
-		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		bool		isnull;
 		int64		seq;
 
-		values[0] = CStringGetTextDatum(ev->user_id);
-		values[1] = CStringGetTextDatum(PresenceStatusName(ev->status));
-		values[2] = CStringGetTextDatum(PresenceStatusName(ev->previous));
-		values[3] = CStringGetTextDatum(ev->reason);
-		if (ev->message)
-			values[4] = CStringGetTextDatum(ev->message);
+		if (ev->kind == EVENT_STATUS)
+		{
+			Datum		values[7];
+			char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+			ListCell   *rc;
+
+			values[0] = CStringGetTextDatum(ev->user_id);
+			values[1] = CStringGetTextDatum(PresenceStatusName(ev->status));
+			values[2] = CStringGetTextDatum(PresenceStatusName(ev->previous));
+			values[3] = CStringGetTextDatum(ev->reason);
+			if (ev->message)
+				values[4] = CStringGetTextDatum(ev->message);
+			else
+				nulls[4] = 'n';
+			values[5] = TimestampTzGetDatum(ev->last_active);
+			if (!ev->has_last_active)
+				nulls[5] = 'n';
+			values[6] = TimestampTzGetDatum(ev->at);
+
+			PresenceExecute(PresencePrepare(&insert_history_plan,
+											"INSERT INTO presence.history"
+											" (seq, user_id, status, previous, reason, message,"
+											" last_active, at)"
+											" VALUES (pg_catalog.nextval('presence.seq'), $1,"
+											" $2::presence.status, $3::presence.status, $4, $5,"
+											" $6, $7) RETURNING seq",
+											lengthof(argtypes), argtypes),
+							values, nulls, false, 1);
+			seq = DatumGetInt64(PresenceGetDatum(0, 1, &isnull));
+
+			Notify(&payload, seq, ev, NULL, presence_channel);
+			foreach(rc, ev->rooms)
+			{
+				const char *room = (const char *) lfirst(rc);
+
+				Notify(&payload, seq, ev, room, PresenceRoomChannel(room));
+			}
+		}
 		else
-			nulls[4] = 'n';
-		values[5] = TimestampTzGetDatum(ev->last_active);
-		if (!ev->has_last_active)
-			nulls[5] = 'n';
-		values[6] = TimestampTzGetDatum(ev->at);
-
-		PresenceExecute(plan, values, nulls, false, 1);
-		seq = DatumGetInt64(PresenceGetDatum(0, 1, &isnull));
-
-		resetStringInfo(&payload);
-		PresenceBuildPayload(&payload, seq, ev);
-		Async_Notify(presence_channel, payload.data);
+		{
+			PresenceExecute(PresencePrepare(&next_seq_plan,
+											"SELECT pg_catalog.nextval('presence.seq')",
+											0, NULL),
+							NULL, NULL, false, 1);
+			seq = DatumGetInt64(PresenceGetDatum(0, 1, &isnull));
+			Notify(&payload, seq, ev, ev->room, PresenceRoomChannel(ev->room));
+		}
 	}
 
 	SPI_finish();

@@ -94,6 +94,30 @@ DefineSettings(void)
 							   PGC_SUSET, 0,
 							   check_channel, NULL, NULL);
 
+	DefineCustomIntVariable("presence.typing_timeout",
+							"Time after which a typing flag stops unless renewed.",
+							NULL,
+							&presence_typing_timeout_ms,
+							5000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("presence.meta_interval",
+							"Shortest time between two metadata updates announced for a session in a room.",
+							"Updates sooner than that are held back; the latest one is announced when the interval is over.",
+							&presence_meta_interval_ms,
+							100, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("presence.join_check",
+							   "Function that decides whether a user may join a room.",
+							   "A function (room text, user_id text) RETURNS boolean, called by join() as the calling role; empty means anyone may join.",
+							   &presence_join_check,
+							   "",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+
 	DefineCustomIntVariable("presence.history_retention",
 							"How long status history is kept.",
 							"The worker deletes older rows in small batches; 0 keeps history forever.",

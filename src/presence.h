@@ -88,26 +88,40 @@ extern bool PresenceGetTimestamp(int row, int col, TimestampTz *value);
 extern Datum PresenceGetDatum(int row, int col, bool *isnull);
 
 /* ---- event.c: events queued in a transaction, published at commit ---- */
+typedef enum PresenceEventKind
+{
+	EVENT_STATUS,				/* a user's visible status or message changed */
+	EVENT_JOIN,					/* a user's first session entered a room */
+	EVENT_LEAVE,				/* a user's last session left a room */
+	EVENT_UPDATE,				/* a session entered, left or changed meta */
+	EVENT_TYPING,				/* a user started or stopped typing */
+	EVENT_BROADCAST				/* a pass-through payload for a room */
+} PresenceEventKind;
+
 typedef struct PresenceEvent
 {
-	char	   *user_id;
-	PresenceStatus status;
-	PresenceStatus previous;
-	const char *reason;			/* a string constant */
-	char	   *message;		/* NULL: none */
-	bool		has_last_active;
+	PresenceEventKind kind;
+	char	   *room;			/* room events; NULL for status */
+	char	   *user_id;		/* NULL for broadcasts */
+	char	   *session_id;		/* join, update */
+	PresenceStatus status;		/* status, join */
+	PresenceStatus previous;	/* status */
+	const char *reason;			/* status, leave, typing; a constant or NULL */
+	char	   *message;		/* status; NULL: none */
+	char	   *json;			/* join/update: meta; broadcast: payload */
+	const char *change;			/* update: "joined", "left" or "meta" */
+	bool		typing;			/* typing */
+	bool		has_last_active;	/* status */
 	TimestampTz last_active;
 	TimestampTz at;
+	List	   *rooms;			/* status: rooms it is also announced in */
 	SubTransactionId subid;		/* for discarding on subtransaction abort */
 } PresenceEvent;
 
 extern void PresenceEventInit(void);
-extern void PresenceQueueEvent(const char *user_id, PresenceStatus status,
-							   PresenceStatus previous, const char *reason,
-							   const char *message, bool has_last_active,
-							   TimestampTz last_active, TimestampTz at);
+extern void PresenceQueue(const PresenceEvent *ev);
 extern void PresenceBuildPayload(StringInfo buf, int64 seq,
-								 const PresenceEvent *ev);
+								 const PresenceEvent *ev, const char *room);
 extern void PresenceNoteDeadline(TimestampTz deadline);
 
 /* ---- state.c / sweep.c: the transition engine ---- */
@@ -204,6 +218,12 @@ extern void PresenceReleaseDatabase(Oid dboid);
 extern void PresenceRegisterLauncher(void);
 extern PGDLLEXPORT void PresenceLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void PresenceWorkerMain(Datum main_arg);
+
+/* ---- rooms.c: rooms, metadata, typing, broadcast ---- */
+extern int	presence_typing_timeout_ms;
+extern int	presence_meta_interval_ms;
+extern char *presence_join_check;
+extern char *PresenceRoomChannel(const char *room);
 
 /* ---- hooks.c: react to CREATE/DROP EXTENSION and DROP DATABASE ---- */
 extern void PresenceHooksInit(void);

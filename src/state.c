@@ -262,14 +262,17 @@ FoldSession(PresenceUser *u, const PresenceSession *s)
 }
 
 /*
- * Delete a session row and remember its times.
+ * End a session: its rooms end with it (announced with reason, dated at),
+ * its row is deleted, and its times are remembered.
  */
 void
-PresenceDeleteSession(PresenceUser *u, PresenceSession *s)
+PresenceDeleteSession(PresenceUser *u, PresenceSession *s, const char *reason,
+					  TimestampTz at)
 {
 	static const Oid argtypes[] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 
+	PresenceRoomsSessionEnded(u, s->session_id, reason, at);
 	values[0] = CStringGetTextDatum(u->user_id);
 	values[1] = CStringGetTextDatum(s->session_id);
 	PresenceExecute(PresencePrepare(&delete_session_plan,
@@ -448,6 +451,7 @@ PresencePublish(PresenceUser *u, PresenceCause cause, int due_kinds,
 				has_seen;
 	TimestampTz active,
 				seen;
+	PresenceEvent ev;
 
 	if (u->manual == MANUAL_INVISIBLE ||
 		(freeze_message && status == PRESENCE_OFFLINE))
@@ -479,9 +483,31 @@ PresencePublish(PresenceUser *u, PresenceCause cause, int due_kinds,
 	u->message = message ? pstrdup(message) : NULL;
 	WriteUser(u);
 
-	PresenceQueueEvent(u->user_id, status, previous,
-					   ChooseReason(cause, due_kinds, previous, status),
-					   u->message, u->has_last_active, u->last_active, at);
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = EVENT_STATUS;
+	ev.user_id = u->user_id;
+	ev.status = status;
+	ev.previous = previous;
+	ev.reason = ChooseReason(cause, due_kinds, previous, status);
+	ev.message = u->message;
+	ev.has_last_active = u->has_last_active;
+	ev.last_active = u->last_active;
+	ev.at = at;
+
+	/*
+	 * In rooms, a user who stays visible gets a status event in each room;
+	 * one who turns invisible leaves them all and one who comes back joins
+	 * them again.  (Leaving offline by ending sessions left the rooms as
+	 * the sessions ended.)
+	 */
+	if (previous != PRESENCE_OFFLINE && status != PRESENCE_OFFLINE)
+		ev.rooms = PresenceUserRooms(u->user_id);
+	PresenceQueue(&ev);
+	if (previous != PRESENCE_OFFLINE && status == PRESENCE_OFFLINE &&
+		u->manual == MANUAL_INVISIBLE)
+		PresenceRoomsVisibility(u, false, at);
+	else if (previous == PRESENCE_OFFLINE && status != PRESENCE_OFFLINE)
+		PresenceRoomsVisibility(u, true, at);
 	return 1;
 }
 
@@ -522,6 +548,7 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 	int			change_kinds = 0;
 	bool		expire = u->has_manual_until && u->manual_until <= as_of;
 	bool		expired_invisible = expire && u->manual == MANUAL_INVISIBLE;
+	int			room_events = PresenceRoomsSettle(u, as_of);
 
 	moments = palloc(sizeof(DueMoment) * (2 * list_length(u->sessions) + 1));
 	foreach(lc, u->sessions)
@@ -547,7 +574,7 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 		moments[nmoments++].kinds = DUE_EXPIRE;
 	}
 	if (nmoments == 0)
-		return 0;
+		return room_events;
 
 	qsort(moments, nmoments, sizeof(DueMoment), CompareDueMoments);
 	for (int i = 0; i < nmoments; i++)
@@ -578,7 +605,7 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 		if (s->deleted || s->due_at > as_of)
 			continue;
 		if (s->end_at <= as_of)
-			PresenceDeleteSession(u, s);
+			PresenceDeleteSession(u, s, "timeout", s->end_at);
 		else
 			MarkIdleProcessed(u, s);
 	}
@@ -596,8 +623,9 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 		change_at = expire ? u->manual_until : moments[nmoments - 1].at;
 		change_kinds = expire ? DUE_EXPIRE : 0;
 	}
-	return PresencePublish(u, CAUSE_TIMED, change_kinds, as_of, change_at,
-						   expired_invisible);
+	return room_events +
+		PresencePublish(u, CAUSE_TIMED, change_kinds, as_of, change_at,
+						expired_invisible);
 }
 
 /*
@@ -631,6 +659,42 @@ PresenceFindSession(PresenceUser *u, const char *session_id)
 			return s;
 	}
 	return NULL;
+}
+
+/*
+ * Create or refresh a session of a locked, settled user, and announce what
+ * that changes: a heartbeat, and the heartbeat part of join().
+ */
+void
+PresenceTouchSession(PresenceUser *u, const char *session_id, bool active,
+					 Jsonb *meta, int64 ttl, int64 away_after, TimestampTz now)
+{
+	PresenceSession *s = PresenceFindSession(u, session_id);
+	bool		is_new = (s == NULL);
+
+	if (is_new)
+	{
+		s = palloc0(sizeof(PresenceSession));
+		s->session_id = pstrdup(session_id);
+		s->started_at = now;
+		/* A session that starts inactive is idle from the start. */
+		s->away_at = now;
+		u->sessions = lappend(u->sessions, s);
+	}
+	s->last_seen = now;
+	if (active)
+	{
+		s->has_last_active = true;
+		s->last_active = now;
+		s->away_at = now + away_after;
+	}
+	s->end_at = now + ttl;
+	s->due_at = (s->away_at > now && s->away_at < s->end_at) ?
+		s->away_at : s->end_at;
+	PresenceWriteSession(u, s, is_new, meta);
+
+	PresencePublish(u, is_new ? CAUSE_CONNECT : CAUSE_HEARTBEAT, 0, now, now,
+					false);
 }
 
 /*

@@ -67,7 +67,19 @@ extern int	PresencePublish(PresenceUser *u, PresenceCause cause,
 							bool freeze_message);
 extern PresenceSession *PresenceFindSession(PresenceUser *u,
 											const char *session_id);
-extern void PresenceDeleteSession(PresenceUser *u, PresenceSession *s);
+extern void PresenceDeleteSession(PresenceUser *u, PresenceSession *s,
+								  const char *reason, TimestampTz at);
+extern void PresenceTouchSession(PresenceUser *u, const char *session_id,
+								 bool active, Jsonb *meta, int64 ttl,
+								 int64 away_after, TimestampTz now);
+
+/* rooms.c, for the state machine */
+extern List *PresenceUserRooms(const char *user_id);
+extern void PresenceRoomsSessionEnded(PresenceUser *u, const char *session_id,
+									  const char *reason, TimestampTz at);
+extern void PresenceRoomsVisibility(PresenceUser *u, bool visible,
+									TimestampTz at);
+extern int	PresenceRoomsSettle(PresenceUser *u, TimestampTz as_of);
 extern void PresenceWriteSession(PresenceUser *u, PresenceSession *s,
 								 bool is_new, Jsonb *meta);
 extern void PresenceFreezeTimes(PresenceUser *u);

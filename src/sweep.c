@@ -5,9 +5,9 @@
  *	  worker, the next deadline the worker sleeps towards, and history
  *	  pruning.
  *
- * Due work is found only through the indexes on sessions.due_at and
- * users.manual_until, so the cost of a sweep follows the number of due
- * sessions, not the number of sessions.
+ * Due work is found only through the indexes on sessions.due_at,
+ * users.manual_until, typing.until and members.meta_due_at, so the cost of
+ * a sweep follows the number of due items, not the number of sessions.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,6 +25,8 @@
 
 static SPIPlanPtr due_sessions_plan = NULL;
 static SPIPlanPtr due_overrides_plan = NULL;
+static SPIPlanPtr due_typing_plan = NULL;
+static SPIPlanPtr due_meta_plan = NULL;
 static SPIPlanPtr next_deadline_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
@@ -108,6 +110,20 @@ PresenceFindDueUsers(TimestampTz as_of, int max_users, List *exclude,
 										  " WHERE manual_until <= $1"
 										  " AND NOT user_id = ANY ($3)"
 										  " ORDER BY manual_until LIMIT $2",
+										  3, argtypes),
+						  as_of, max_users, exclude_array, ids, more);
+	ids = CollectDueUsers(PresencePrepare(&due_typing_plan,
+										  "SELECT user_id FROM presence.typing"
+										  " WHERE until <= $1"
+										  " AND NOT user_id = ANY ($3)"
+										  " ORDER BY until LIMIT $2",
+										  3, argtypes),
+						  as_of, max_users, exclude_array, ids, more);
+	ids = CollectDueUsers(PresencePrepare(&due_meta_plan,
+										  "SELECT user_id FROM presence.members"
+										  " WHERE meta_due_at <= $1"
+										  " AND NOT user_id = ANY ($3)"
+										  " ORDER BY meta_due_at LIMIT $2",
 										  3, argtypes),
 						  as_of, max_users, exclude_array, ids, more);
 
@@ -202,6 +218,10 @@ PresenceNextDeadline(List *exclude, TimestampTz *deadline)
 									"(SELECT min(due_at) FROM presence.sessions"
 									" WHERE NOT user_id = ANY ($1)),"
 									" (SELECT min(manual_until) FROM presence.users"
+									" WHERE NOT user_id = ANY ($1)),"
+									" (SELECT min(until) FROM presence.typing"
+									" WHERE NOT user_id = ANY ($1)),"
+									" (SELECT min(meta_due_at) FROM presence.members"
 									" WHERE NOT user_id = ANY ($1)))",
 									1, argtypes),
 					values, NULL, true, 1);
