@@ -40,6 +40,14 @@
 /* Events of the current transaction, in TopTransactionContext. */
 static List *pending_events = NIL;
 
+/*
+ * The role the events were queued as: the owner of the extension, whose
+ * SECURITY DEFINER functions queue them.  They are published at commit,
+ * after those functions have returned, as that role again, since the
+ * calling role may not write the history.
+ */
+static Oid	events_owner = InvalidOid;
+
 /* The earliest deadline this transaction stored; DT_NOEND if none. */
 static TimestampTz earliest_deadline = DT_NOEND;
 
@@ -77,6 +85,9 @@ PresenceQueue(const PresenceEvent *src)
 	foreach(lc, src->rooms)
 		ev->rooms = lappend(ev->rooms, pstrdup(lfirst(lc)));
 	ev->subid = GetCurrentSubTransactionId();
+	if (pending_events == NIL)
+		events_owner = GetUserId();
+	Assert(events_owner == GetUserId());
 	pending_events = lappend(pending_events, ev);
 	MemoryContextSwitchTo(oldcxt);
 }
@@ -235,12 +246,22 @@ PublishPendingEvents(void)
 	ListCell   *lc;
 	StringInfoData payload;
 	bool		isnull;
+	Oid			saved_userid;
+	int			saved_context;
 
 	/* Detach first: nothing below may queue more, and an error drops them. */
 	pending_events = NIL;
 
 	/* The same lock PreCommit_Notify takes: serializes committing notifiers. */
 	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
+
+	/*
+	 * Write as the role that queued the events; an error aborts the
+	 * transaction, which restores the role.
+	 */
+	GetUserIdAndSecContext(&saved_userid, &saved_context);
+	SetUserIdAndSecContext(events_owner,
+						   saved_context | SECURITY_LOCAL_USERID_CHANGE);
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -303,6 +324,7 @@ PublishPendingEvents(void)
 
 	SPI_finish();
 	PopActiveSnapshot();
+	SetUserIdAndSecContext(saved_userid, saved_context);
 }
 
 /*
