@@ -30,6 +30,7 @@
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -248,6 +249,7 @@ PublishPendingEvents(void)
 	bool		isnull;
 	Oid			saved_userid;
 	int			saved_context;
+	int			save_nestlevel;
 
 	/* Detach first: nothing below may queue more, and an error drops them. */
 	pending_events = NIL;
@@ -256,12 +258,17 @@ PublishPendingEvents(void)
 	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
 
 	/*
-	 * Write as the role that queued the events; an error aborts the
-	 * transaction, which restores the role.
+	 * Write as the role that queued the events, with the search_path that
+	 * the SECURITY DEFINER functions pin, as if still inside them; an error
+	 * aborts the transaction, which restores both.
 	 */
 	GetUserIdAndSecContext(&saved_userid, &saved_context);
 	SetUserIdAndSecContext(events_owner,
 						   saved_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -324,6 +331,7 @@ PublishPendingEvents(void)
 
 	SPI_finish();
 	PopActiveSnapshot();
+	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(saved_userid, saved_context);
 }
 
