@@ -77,19 +77,21 @@ typedef struct QuarantinedUser
 } QuarantinedUser;
 
 /*
- * The relations each step uses, locked before the step starts.  A sweep
- * writes users and sessions, and its commit writes history and draws from
- * seq (event.c); pruning deletes from history; scheduling reads users and
- * sessions.
+ * The relations each step uses, locked before the step starts, every one
+ * of them: a lock the step's queries had to wait for could deadlock with
+ * DROP EXTENSION (see WorkerBeginStep).  A sweep writes users, sessions,
+ * members and typing, and its commit writes history and draws from seq
+ * (event.c); pruning deletes from history; scheduling reads the deadlines
+ * of users, sessions, members and typing.
  */
 static const char *const sweep_relations[] = {
-	"users", "sessions", "history", "seq", NULL
+	"users", "sessions", "members", "typing", "history", "seq", NULL
 };
 static const char *const prune_relations[] = {
 	"history", NULL
 };
 static const char *const schedule_relations[] = {
-	"users", "sessions", NULL
+	"users", "sessions", "members", "typing", NULL
 };
 
 static Oid	WorkerDatabase = InvalidOid;

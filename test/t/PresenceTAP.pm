@@ -18,6 +18,11 @@
 #   worker_pid($node, DB)        pid of the worker serving DB, or undef
 #   log_position / log_since     read the server log from a point on
 #   PresenceTAP::Listener        a LISTEN connection that collects events
+#   room_channel($dbh, ROOM)     the NOTIFY channel of a room
+#   timestamps_equal($dbh, A, B) whether two timestamptz texts are equal
+#   wait_worker_asleep($dbh, S, TIMEOUT)
+#                                wait until the worker sleeps towards a
+#                                wake-up more than S seconds away
 #
 # Nothing here ever sleeps blindly waiting for the worker: every wait is a
 # poll against a deadline.
@@ -37,7 +42,8 @@ use PostgreSQL::Test::Utils;
 use Exporter 'import';
 our @EXPORT = qw(presence_node db_connect query_value query_row query_rows
   wait_until presence_backends worker_pid launcher_pid log_position
-  log_since epoch_of EVENT_KEYS);
+  log_since epoch_of EVENT_KEYS room_channel timestamps_equal
+  wait_worker_asleep);
 
 # The keys of every event payload, sorted.
 use constant EVENT_KEYS => join(',',
@@ -174,6 +180,41 @@ sub epoch_of
 		$ts);
 }
 
+# The NOTIFY channel of a room, as the server names it.
+sub room_channel
+{
+	my ($dbh, $room) = @_;
+	return query_value($dbh, 'SELECT presence.room_channel(?)', $room);
+}
+
+# Whether two timestamptz texts denote the same instant, by the server.
+sub timestamps_equal
+{
+	my ($dbh, $x, $y) = @_;
+	return query_value($dbh, 'SELECT ?::timestamptz = ?::timestamptz', $x, $y);
+}
+
+# Wait (polling every 20 ms, up to $timeout seconds) until the worker has
+# gone to sleep towards a wake-up more than $min_left seconds away.  Returns
+# { wake => epoch of next_wake, left => seconds left }, or undef on timeout.
+sub wait_worker_asleep
+{
+	my ($dbh, $min_left, $timeout) = @_;
+	my $row;
+	my $ok = wait_until(
+		$timeout,
+		sub {
+			$row = query_row($dbh,
+				q{SELECT extract(epoch FROM next_wake)::float8 AS wake,
+						 extract(epoch FROM next_wake - clock_timestamp())::float8
+						   AS left
+					FROM presence.worker_status()});
+			return $row && defined $row->{left} && $row->{left} > $min_left;
+		},
+		0.02);
+	return defined $ok ? $row : undef;
+}
+
 package PresenceTAP::Listener;
 
 use strict;
@@ -265,6 +306,13 @@ sub wait_for
 		return @m if $left <= 0;
 		$self->pump($left < 0.2 ? $left : 0.2);
 	}
+}
+
+# The notifications received so far on one channel, in arrival order.
+sub on_channel
+{
+	my ($self, $channel) = @_;
+	return $self->matching(sub { $_[0]->{channel} eq $channel });
 }
 
 # Wait for $count events of $user with status $status.
