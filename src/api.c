@@ -43,13 +43,6 @@ ReturnStatus(FunctionCallInfo fcinfo, PresenceStatus status)
 							   status);
 }
 
-static void
-ConnectSPI(void)
-{
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-}
-
 /*
  * The heartbeat fast path.  Returns true, with the announced status in
  * *status, when the heartbeat changes nothing worth writing: the session
@@ -160,7 +153,7 @@ presence_heartbeat(PG_FUNCTION_ARGS)
 	away_after = PG_ARGISNULL(5) ? (int64) presence_away_after_ms * 1000 :
 		PresenceCheckInterval(PG_GETARG_DATUM(5), "away_after", true);
 
-	ConnectSPI();
+	PresenceConnect();
 	if (!HeartbeatFastPath(user_id, session_id, active, meta, ttl, away_after,
 						   now, &status))
 		status = Heartbeat(user_id, session_id, active, meta, ttl,
@@ -187,7 +180,7 @@ presence_disconnect(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 		session_id = PresenceCheckId(PG_GETARG_DATUM(1), false, "session_id");
 
-	ConnectSPI();
+	PresenceConnect();
 	if (PresenceLockUser(user_id, false, false, now, &u))
 	{
 		ListCell   *lc;
@@ -279,7 +272,7 @@ presence_set_status(PG_FUNCTION_ARGS)
 	if (has_until && TIMESTAMP_NOT_FINITE(until))
 		has_until = false;		/* 'infinity': no expiry */
 
-	ConnectSPI();
+	PresenceConnect();
 	PresenceLockUser(user_id, true, false, now, &u);
 	PresenceSettleForCall(&u, now);
 	if (manual == MANUAL_INVISIBLE && u.manual != MANUAL_INVISIBLE)

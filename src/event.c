@@ -49,6 +49,9 @@ static List *pending_events = NIL;
  */
 static Oid	events_owner = InvalidOid;
 
+/* Events queued by this backend so far, for counting what a call made. */
+static uint64 events_queued = 0;
+
 /* The earliest deadline this transaction stored; DT_NOEND if none. */
 static TimestampTz earliest_deadline = DT_NOEND;
 
@@ -90,7 +93,18 @@ PresenceQueue(const PresenceEvent *src)
 		events_owner = GetUserId();
 	Assert(events_owner == GetUserId());
 	pending_events = lappend(pending_events, ev);
+	events_queued++;
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * How many events this backend has queued so far: the difference over a
+ * call is how many events it made.
+ */
+uint64
+PresenceEventsQueued(void)
+{
+	return events_queued;
 }
 
 /*
@@ -271,8 +285,7 @@ PublishPendingEvents(void)
 							 true, 0, false);
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 
 	initStringInfo(&payload);
 	foreach(lc, events)

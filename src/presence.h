@@ -79,6 +79,7 @@ extern int64 PresenceCheckInterval(Datum value, const char *what,
 								   bool allow_zero);
 
 /* ---- spi.c: prepared statements and result accessors ---- */
+extern void PresenceConnect(void);
 extern SPIPlanPtr PresencePrepare(SPIPlanPtr *cache, const char *sql,
 								  int nargs, const Oid *argtypes);
 extern int	PresenceExecute(SPIPlanPtr plan, const Datum *values,
@@ -120,6 +121,7 @@ typedef struct PresenceEvent
 
 extern void PresenceEventInit(void);
 extern void PresenceQueue(const PresenceEvent *ev);
+extern uint64 PresenceEventsQueued(void);
 extern void PresenceBuildPayload(StringInfo buf, int64 seq,
 								 const PresenceEvent *ev, const char *room);
 extern void PresenceNoteDeadline(TimestampTz deadline);

@@ -67,7 +67,6 @@ static SPIPlanPtr typing_plan = NULL;
 static SPIPlanPtr due_typing_plan = NULL;
 static SPIPlanPtr due_meta_plan = NULL;
 static SPIPlanPtr sent_meta_plan = NULL;
-static SPIPlanPtr first_session_plan = NULL;
 
 /* One session of a user in a room. */
 typedef struct RoomSession
@@ -105,11 +104,31 @@ CheckRoom(Datum value, bool isnull)
 }
 
 /*
+ * Whether a channel name ends like a hashed one: "~" and the hex digits.
+ */
+static bool
+LooksHashed(const char *channel, int len)
+{
+	if (len < PRESENCE_ROOM_HASH_HEX + 1 ||
+		channel[len - PRESENCE_ROOM_HASH_HEX - 1] != '~')
+		return false;
+	for (int i = len - PRESENCE_ROOM_HASH_HEX; i < len; i++)
+	{
+		if (!((channel[i] >= '0' && channel[i] <= '9') ||
+			  (channel[i] >= 'a' && channel[i] <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+/*
  * The NOTIFY channel of a room: the status channel, a colon and the room
  * name, when that fits PostgreSQL's 63-byte limit.  A longer name keeps as
  * much of that prefix as fits, cut at a character boundary, and ends with
- * "~" and 96 bits of the name's SHA-256: stable, and beyond anyone's reach
- * to collide with another room, long or short.
+ * "~" and 96 bits of the name's SHA-256.  So does a short name that ends
+ * like that itself, so that no room can take another's channel by copying
+ * it: a plain channel never looks hashed, and two hashed ones are the same
+ * only if 96 bits of SHA-256 are.
  */
 char *
 PresenceRoomChannel(const char *room)
@@ -120,7 +139,7 @@ PresenceRoomChannel(const char *room)
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "%s:%s", presence_channel, room);
-	if (buf.len < NAMEDATALEN)
+	if (buf.len < NAMEDATALEN && !LooksHashed(buf.data, buf.len))
 		return buf.data;
 
 	PresenceSha256((const uint8 *) room, strlen(room), digest);
@@ -230,17 +249,18 @@ RoomSessions(const char *room, const char *user_id)
 }
 
 /*
- * End the user's typing flag in a room, announcing the stop if it was
- * still running (and the user can be seen).  reason is NULL for a stop by
- * the user, "timeout" for one by the clock.
+ * End the user's typing flag in a room at "at", and announce the stop (if
+ * the user can be seen): a flag that had run out by then stopped by itself,
+ * reason "timeout", at its own deadline; otherwise it stops at "at", with
+ * no reason.
  */
-static int
-StopTyping(PresenceUser *u, const char *room, const char *reason,
-		   TimestampTz at, TimestampTz now)
+static void
+StopTyping(PresenceUser *u, const char *room, TimestampTz at)
 {
 	static const Oid argtypes[] = {TEXTOID, TEXTOID};
 	Datum		values[2];
 	TimestampTz until;
+	bool		ran_out;
 
 	values[0] = CStringGetTextDatum(room);
 	values[1] = CStringGetTextDatum(u->user_id);
@@ -249,12 +269,13 @@ StopTyping(PresenceUser *u, const char *room, const char *reason,
 										" WHERE room = $1 AND user_id = $2 RETURNING until",
 										2, argtypes),
 						values, NULL, false, 0) == 0)
-		return 0;
+		return;
 	PresenceGetTimestamp(0, 1, &until);
-	if (!Visible(u) || (reason == NULL && until <= now))
-		return 0;
-	QueueRoomEvent(EVENT_TYPING, room, u, NULL, reason, NULL, NULL, false, at);
-	return 1;
+	if (!Visible(u))
+		return;
+	ran_out = until <= at;
+	QueueRoomEvent(EVENT_TYPING, room, u, NULL, ran_out ? "timeout" : NULL,
+				   NULL, NULL, false, ran_out ? until : at);
 }
 
 /*
@@ -264,7 +285,7 @@ static void
 LeaveRoom(PresenceUser *u, const char *room, const char *reason,
 		  TimestampTz at)
 {
-	StopTyping(u, room, NULL, at, at);
+	StopTyping(u, room, at);
 	if (Visible(u))
 		QueueRoomEvent(EVENT_LEAVE, room, u, NULL, reason, NULL, NULL, false,
 					   at);
@@ -326,13 +347,12 @@ PresenceRoomsSessionEnded(PresenceUser *u, const char *session_id,
 
 /*
  * The user's visibility changed: going invisible leaves every room (as a
- * disconnect would), coming back joins them again with the oldest session
- * there and its metadata.
+ * disconnect would); coming back joins them again, as the sessions there
+ * would on connecting: a join for the oldest, an update for each other.
  */
 void
 PresenceRoomsVisibility(PresenceUser *u, bool visible, TimestampTz at)
 {
-	static const Oid argtypes[] = {TEXTOID, TEXTOID};
 	List	   *rooms = PresenceUserRooms(u->user_id);
 	ListCell   *lc;
 
@@ -346,29 +366,24 @@ PresenceRoomsVisibility(PresenceUser *u, bool visible, TimestampTz at)
 			PresenceManual manual = u->manual;
 
 			u->manual = MANUAL_NONE;
-			StopTyping(u, room, NULL, at, at);
+			StopTyping(u, room, at);
 			QueueRoomEvent(EVENT_LEAVE, room, u, NULL, "disconnect", NULL,
 						   NULL, false, at);
 			u->manual = manual;
 		}
 		else
 		{
-			Datum		values[2];
+			List	   *sessions = RoomSessions(room, u->user_id);
+			ListCell   *sc;
 
-			values[0] = CStringGetTextDatum(room);
-			values[1] = CStringGetTextDatum(u->user_id);
-			if (PresenceExecute(PresencePrepare(&first_session_plan,
-												"SELECT session_id, meta::text FROM presence.members"
-												" WHERE room = $1 AND user_id = $2"
-												" ORDER BY joined_at, session_id LIMIT 1",
-												2, argtypes),
-								values, NULL, false, 1) == 1)
+			foreach(sc, sessions)
 			{
-				char	   *session_id = PresenceGetText(0, 1);
-				char	   *meta = PresenceGetText(0, 2);
+				RoomSession *rs = (RoomSession *) lfirst(sc);
+				bool		first = (sc == list_head(sessions));
 
-				QueueRoomEvent(EVENT_JOIN, room, u, session_id, NULL, meta,
-							   NULL, false, at);
+				QueueRoomEvent(first ? EVENT_JOIN : EVENT_UPDATE, room, u,
+							   rs->session_id, NULL, rs->meta,
+							   first ? NULL : "joined", false, at);
 			}
 		}
 	}
@@ -403,14 +418,12 @@ SendTrailingMeta(PresenceUser *u, const char *room, const char *session_id,
 /*
  * Apply what fell due in the user's rooms by as_of: typing flags that ran
  * out stop (reason "timeout"), and held-back metadata updates go out.
- * Returns the number of events queued.
  */
-int
+void
 PresenceRoomsSettle(PresenceUser *u, TimestampTz as_of)
 {
 	static const Oid argtypes[] = {TEXTOID, TIMESTAMPTZOID};
 	Datum		values[2];
-	int			events = 0;
 	int			n;
 	char	  **rooms;
 	TimestampTz *times;
@@ -433,7 +446,7 @@ PresenceRoomsSettle(PresenceUser *u, TimestampTz as_of)
 		PresenceGetTimestamp(i, 2, &times[i]);
 	}
 	for (int i = 0; i < n; i++)
-		events += StopTyping(u, rooms[i], "timeout", times[i], as_of);
+		StopTyping(u, rooms[i], times[i]);
 
 	n = PresenceExecute(PresencePrepare(&due_meta_plan,
 										"SELECT room, session_id, meta::text, meta_due_at"
@@ -454,11 +467,7 @@ PresenceRoomsSettle(PresenceUser *u, TimestampTz as_of)
 		PresenceGetTimestamp(i, 4, &times[i]);
 	}
 	for (int i = 0; i < n; i++)
-	{
 		SendTrailingMeta(u, rooms[i], sessions[i], metas[i], times[i], as_of);
-		events += Visible(u) ? 1 : 0;
-	}
-	return events;
 }
 
 /*
@@ -595,8 +604,7 @@ presence_join(PG_FUNCTION_ARGS)
 
 	CheckJoinAllowed(room, user_id);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	PresenceLockUser(user_id, true, false, now, &u);
 	PresenceSettleForCall(&u, now);
 	PresenceTouchSession(&u, session_id, true, NULL,
@@ -657,8 +665,7 @@ presence_leave(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 		session_id = PresenceCheckId(PG_GETARG_DATUM(2), false, "session_id");
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	if (PresenceLockUser(user_id, false, false, now, &u))
 	{
 		List	   *sessions;
@@ -696,8 +703,7 @@ presence_set_meta(PG_FUNCTION_ARGS)
 	PresenceUser u;
 	bool		found;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	found = PresenceLockUser(user_id, false, false, now, &u);
 	if (found)
 	{
@@ -741,8 +747,7 @@ presence_typing(PG_FUNCTION_ARGS)
 	is_typing = PG_GETARG_BOOL(2);
 	until = TimestampTzPlusMilliseconds(now, presence_typing_timeout_ms);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	if (PresenceLockUser(user_id, false, false, now, &u))
 		PresenceSettleForCall(&u, now);
 	else
@@ -754,7 +759,7 @@ presence_typing(PG_FUNCTION_ARGS)
 				 errhint("Call presence.join() first.")));
 
 	if (!is_typing)
-		StopTyping(&u, room, NULL, now, now);
+		StopTyping(&u, room, now);
 	else if (Visible(&u))
 	{
 		TimestampTz old_until;

@@ -18,6 +18,16 @@
 #include "presence.h"
 
 /*
+ * Connect to SPI; failing to is an internal error, never the caller's.
+ */
+void
+PresenceConnect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/*
  * Return the kept plan in *cache, preparing it on first use.
  */
 SPIPlanPtr

@@ -433,13 +433,13 @@ ChooseReason(PresenceCause cause, int due_kinds, PresenceStatus previous,
 
 /*
  * Announce the user's visible state if it changed, and store the users row
- * if anything in it changed.  Returns the number of events queued (0 or 1).
+ * if anything in it changed.
  *
  * freeze_message keeps the announced message while the user stays offline:
  * an invisible user whose override runs out while disconnected must not
  * produce an event that a disconnected user never would.
  */
-int
+void
 PresencePublish(PresenceUser *u, PresenceCause cause, int due_kinds,
 				TimestampTz now, TimestampTz at, bool freeze_message)
 {
@@ -466,7 +466,7 @@ PresencePublish(PresenceUser *u, PresenceCause cause, int due_kinds,
 	{
 		if (u->dirty)
 			WriteUser(u);
-		return 0;
+		return;
 	}
 
 	if (u->manual != MANUAL_INVISIBLE)
@@ -508,7 +508,6 @@ PresencePublish(PresenceUser *u, PresenceCause cause, int due_kinds,
 		PresenceRoomsVisibility(u, false, at);
 	else if (previous == PRESENCE_OFFLINE && status != PRESENCE_OFFLINE)
 		PresenceRoomsVisibility(u, true, at);
-	return 1;
 }
 
 /*
@@ -537,7 +536,7 @@ CompareDueMoments(const void *a, const void *b)
  * session whose idle and end deadlines both passed thus takes its user
  * from online straight to offline, in one event dated at its end.
  */
-int
+void
 PresenceSettle(PresenceUser *u, TimestampTz as_of)
 {
 	DueMoment  *moments;
@@ -548,7 +547,6 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 	int			change_kinds = 0;
 	bool		expire = u->has_manual_until && u->manual_until <= as_of;
 	bool		expired_invisible = expire && u->manual == MANUAL_INVISIBLE;
-	int			room_events = PresenceRoomsSettle(u, as_of);
 
 	moments = palloc(sizeof(DueMoment) * (2 * list_length(u->sessions) + 1));
 	foreach(lc, u->sessions)
@@ -574,7 +572,10 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 		moments[nmoments++].kinds = DUE_EXPIRE;
 	}
 	if (nmoments == 0)
-		return room_events;
+	{
+		PresenceRoomsSettle(u, as_of);
+		return;
+	}
 
 	qsort(moments, nmoments, sizeof(DueMoment), CompareDueMoments);
 	for (int i = 0; i < nmoments; i++)
@@ -617,15 +618,21 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 		u->dirty = true;
 	}
 
+	/*
+	 * Then the rooms the user is still in: typing flags that ran out, and
+	 * held-back metadata.  (Sessions that ended took their rooms' typing
+	 * flags and metadata with them, above.)
+	 */
+	PresenceRoomsSettle(u, as_of);
+
 	/* A change of message alone dates from the expiry that caused it. */
 	if (change_at == 0)
 	{
 		change_at = expire ? u->manual_until : moments[nmoments - 1].at;
 		change_kinds = expire ? DUE_EXPIRE : 0;
 	}
-	return room_events +
-		PresencePublish(u, CAUSE_TIMED, change_kinds, as_of, change_at,
-						expired_invisible);
+	PresencePublish(u, CAUSE_TIMED, change_kinds, as_of, change_at,
+					expired_invisible);
 }
 
 /*
@@ -635,12 +642,11 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
  * reconnects continues its session with no offline/online flicker; the
  * worker ends the sessions nobody refreshed once the grace is over.
  */
-int
+void
 PresenceSettleForCall(PresenceUser *u, TimestampTz now)
 {
-	if (now < PresenceGraceUntil())
-		return 0;
-	return PresenceSettle(u, now);
+	if (now >= PresenceGraceUntil())
+		PresenceSettle(u, now);
 }
 
 /*

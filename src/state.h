@@ -60,9 +60,9 @@ typedef enum PresenceCause
 extern bool PresenceLockUser(const char *user_id, bool create,
 							 bool skip_locked, TimestampTz now,
 							 PresenceUser *u);
-extern int	PresenceSettle(PresenceUser *u, TimestampTz as_of);
-extern int	PresenceSettleForCall(PresenceUser *u, TimestampTz now);
-extern int	PresencePublish(PresenceUser *u, PresenceCause cause,
+extern void PresenceSettle(PresenceUser *u, TimestampTz as_of);
+extern void PresenceSettleForCall(PresenceUser *u, TimestampTz now);
+extern void PresencePublish(PresenceUser *u, PresenceCause cause,
 							int due_kinds, TimestampTz now, TimestampTz at,
 							bool freeze_message);
 extern PresenceSession *PresenceFindSession(PresenceUser *u,
@@ -79,7 +79,7 @@ extern void PresenceRoomsSessionEnded(PresenceUser *u, const char *session_id,
 									  const char *reason, TimestampTz at);
 extern void PresenceRoomsVisibility(PresenceUser *u, bool visible,
 									TimestampTz at);
-extern int	PresenceRoomsSettle(PresenceUser *u, TimestampTz as_of);
+extern void PresenceRoomsSettle(PresenceUser *u, TimestampTz as_of);
 extern void PresenceWriteSession(PresenceUser *u, PresenceSession *s,
 								 bool is_new, Jsonb *meta);
 extern void PresenceFreezeTimes(PresenceUser *u);

@@ -96,8 +96,7 @@ PresenceFindDueUsers(TimestampTz as_of, int max_users, List *exclude,
 
 	*more = false;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	ids = CollectDueUsers(PresencePrepare(&due_sessions_plan,
 										  "SELECT user_id FROM presence.sessions"
 										  " WHERE due_at <= $1"
@@ -154,7 +153,7 @@ PresenceFindDueUsers(TimestampTz as_of, int max_users, List *exclude,
 
 /*
  * Settle the given users at as_of, in the caller's transaction, and return
- * the number of events.  With skip_locked, users whose row another
+ * the number of events that made (status and room events).  With skip_locked, users whose row another
  * transaction holds are left for a later call.
  */
 int
@@ -163,10 +162,9 @@ PresenceSettleUsers(List *user_ids, TimestampTz as_of, bool skip_locked)
 	MemoryContext user_cxt;
 	MemoryContext oldcxt;
 	ListCell   *lc;
-	int			events = 0;
+	uint64		queued_before = PresenceEventsQueued();
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	user_cxt = AllocSetContextCreate(CurrentMemoryContext,
 									 "presence sweep user",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -176,12 +174,12 @@ PresenceSettleUsers(List *user_ids, TimestampTz as_of, bool skip_locked)
 
 		oldcxt = MemoryContextSwitchTo(user_cxt);
 		if (PresenceLockUser(lfirst(lc), false, skip_locked, as_of, &u))
-			events += PresenceSettle(&u, as_of);
+			PresenceSettle(&u, as_of);
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(user_cxt);
 	}
 	SPI_finish();
-	return events;
+	return (int) (PresenceEventsQueued() - queued_before);
 }
 
 /*
@@ -211,8 +209,7 @@ PresenceNextDeadline(List *exclude, TimestampTz *deadline)
 	bool		found;
 
 	values[0] = TextArrayFromList(exclude);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	PresenceExecute(PresencePrepare(&next_deadline_plan,
 									"SELECT LEAST("
 									"(SELECT min(due_at) FROM presence.sessions"
@@ -240,8 +237,7 @@ PresencePruneHistory(TimestampTz before, int limit)
 	Datum		values[2];
 	int			n;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	PresenceConnect();
 	values[0] = TimestampTzGetDatum(before);
 	values[1] = Int32GetDatum(limit);
 	n = PresenceExecute(PresencePrepare(&prune_plan,
