@@ -1,8 +1,9 @@
 -- 01_schema.sql: the schema objects of presence--1.0.sql exist as declared:
--- the extension, the status enum, the tables with their columns, keys,
--- checks and indexes, the sequence, and what pg_dump is told to dump.
+-- the extension, the status enum, the tables (users, sessions, history and
+-- the room tables members and typing) with their columns, keys, checks and
+-- indexes, the sequence, and what pg_dump is told to dump.
 BEGIN;
-SELECT plan(32);
+SELECT plan(45);
 SET LOCAL search_path = public, pg_catalog;
 
 -- The extension and its schema.
@@ -21,8 +22,8 @@ SELECT enum_has_labels('presence', 'status',
 					   'presence.status labels are online, away, busy, offline in that order');
 
 -- Exactly these tables and sequences.
-SELECT tables_are('presence', ARRAY['users', 'sessions', 'history'],
-				  'schema presence has tables users, sessions, history');
+SELECT tables_are('presence', ARRAY['users', 'sessions', 'history', 'members', 'typing'],
+				  'schema presence has tables users, sessions, history, members, typing');
 SELECT sequences_are('presence', ARRAY['seq'], 'schema presence has sequence seq');
 SELECT has_sequence('presence', 'seq', 'sequence presence.seq exists');
 
@@ -71,6 +72,29 @@ SELECT results_eq(
 			  ('last_active', 'timestamp with time zone', false),
 			  ('at', 'timestamp with time zone', true) $$,
 	'presence.history has the documented columns');
+SELECT results_eq(
+	$$ SELECT a.attname::text COLLATE "default", format_type(a.atttypid, a.atttypmod), a.attnotnull
+		 FROM pg_attribute a
+		WHERE a.attrelid = 'presence.members'::regclass AND a.attnum > 0
+		  AND NOT a.attisdropped ORDER BY a.attnum $$,
+	$$ VALUES ('room', 'text', true),
+			  ('user_id', 'text', true),
+			  ('session_id', 'text', true),
+			  ('meta', 'jsonb', false),
+			  ('joined_at', 'timestamp with time zone', true),
+			  ('meta_sent_at', 'timestamp with time zone', true),
+			  ('meta_due_at', 'timestamp with time zone', false) $$,
+	'presence.members has the documented columns');
+SELECT results_eq(
+	$$ SELECT a.attname::text COLLATE "default", format_type(a.atttypid, a.atttypmod), a.attnotnull
+		 FROM pg_attribute a
+		WHERE a.attrelid = 'presence.typing'::regclass AND a.attnum > 0
+		  AND NOT a.attisdropped ORDER BY a.attnum $$,
+	$$ VALUES ('room', 'text', true),
+			  ('user_id', 'text', true),
+			  ('started_at', 'timestamp with time zone', true),
+			  ('until', 'timestamp with time zone', true) $$,
+	'presence.typing has the documented columns');
 SELECT is((SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
 			 JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
 			WHERE d.adrelid = 'presence.users'::regclass AND a.attname = 'status'),
@@ -83,6 +107,20 @@ SELECT col_is_pk('presence', 'sessions', ARRAY['user_id', 'session_id'],
 SELECT col_is_pk('presence', 'history', 'seq', 'history is keyed by seq');
 SELECT fk_ok('presence', 'sessions', 'user_id', 'presence', 'users', 'user_id',
 			 'sessions.user_id references users');
+SELECT col_is_pk('presence', 'members', ARRAY['room', 'user_id', 'session_id'],
+				 'members is keyed by (room, user_id, session_id)');
+SELECT col_is_pk('presence', 'typing', ARRAY['room', 'user_id'],
+				 'typing is keyed by (room, user_id)');
+SELECT fk_ok('presence', 'members', ARRAY['user_id', 'session_id'],
+			 'presence', 'sessions', ARRAY['user_id', 'session_id'],
+			 'members.(user_id, session_id) references sessions');
+SELECT is((SELECT confdeltype::text FROM pg_constraint
+			WHERE conrelid = 'presence.members'::regclass AND contype = 'f'),
+		  'c', 'a session''s room rows are deleted with it (ON DELETE CASCADE)');
+SELECT is_empty(
+	$$ SELECT conname FROM pg_constraint
+		WHERE conrelid = 'presence.typing'::regclass AND contype = 'f' $$,
+	'typing has no foreign key: the flag belongs to the user in the room');
 SELECT col_has_check('presence', 'users', 'manual', 'users.manual has a check');
 SELECT throws_ok(
 	$$ INSERT INTO presence.users (user_id, since, manual)
@@ -104,6 +142,21 @@ SELECT indexes_are('presence', 'sessions',
 SELECT indexes_are('presence', 'history',
 				   ARRAY['history_pkey', 'history_user_idx', 'history_at_idx'],
 				   'history has exactly its documented indexes');
+SELECT indexes_are('presence', 'members',
+				   ARRAY['members_pkey', 'members_session_idx', 'members_meta_due_idx'],
+				   'members has exactly its documented indexes');
+SELECT indexes_are('presence', 'typing',
+				   ARRAY['typing_pkey', 'typing_until_idx'],
+				   'typing has exactly its documented indexes');
+SELECT has_index('presence', 'members', 'members_session_idx', ARRAY['user_id', 'session_id'],
+				 'members_session_idx is on (user_id, session_id)');
+SELECT has_index('presence', 'members', 'members_meta_due_idx', 'meta_due_at',
+				 'members_meta_due_idx is on meta_due_at');
+SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index
+			WHERE indexrelid = 'presence.members_meta_due_idx'::regclass),
+		  '(meta_due_at IS NOT NULL)', 'members_meta_due_idx is partial: meta_due_at IS NOT NULL');
+SELECT has_index('presence', 'typing', 'typing_until_idx', 'until',
+				 'typing_until_idx is on until');
 SELECT has_index('presence', 'users', 'users_manual_until_idx', 'manual_until',
 				 'users_manual_until_idx is on manual_until');
 SELECT has_index('presence', 'users', 'users_status_idx', 'status',
@@ -125,8 +178,9 @@ SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index
 SELECT is((SELECT array_agg(c::regclass::text ORDER BY c::regclass::text)
 			 FROM pg_extension, unnest(extconfig) AS c
 			WHERE extname = 'presence'),
-		  ARRAY['presence.history', 'presence.seq', 'presence.sessions', 'presence.users'],
-		  'users, sessions, history and seq are extension configuration (dumped)');
+		  ARRAY['presence.history', 'presence.members', 'presence.seq',
+				'presence.sessions', 'presence.typing', 'presence.users'],
+		  'users, sessions, history, members, typing and seq are extension configuration (dumped)');
 SELECT is_empty(
 	$$ SELECT c.oid::regclass::text FROM pg_class c
 		WHERE c.relnamespace = 'presence'::regnamespace

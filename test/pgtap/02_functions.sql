@@ -3,12 +3,14 @@
 -- language, volatility and strictness, and runs as SECURITY DEFINER with
 -- search_path pinned to pg_catalog, pg_temp.
 BEGIN;
-SELECT plan(95);
+SELECT plan(205);
 SET LOCAL search_path = public, pg_catalog;
 
 SELECT functions_are('presence',
 	ARRAY['heartbeat', 'disconnect', 'set_status', 'sweep', 'worker_status',
-		  'statuses', 'get', 'online_users', 'counts', 'changes'],
+		  'statuses', 'get', 'online_users', 'counts', 'changes',
+		  'join', 'leave', 'set_meta', 'typing', 'broadcast', 'room_channel',
+		  'members', 'room_count', 'rooms', 'typing_users', 'time_in_status'],
 	'schema presence has exactly the documented functions');
 
 -- Nothing in the schema may run with the caller's rights or search_path.
@@ -69,7 +71,54 @@ INSERT INTO tap_fn VALUES
  'presence.changes(bigint,integer)', 'setof record',
  'since bigint DEFAULT 0, max_rows integer DEFAULT 1000',
  'TABLE(seq bigint, user_id text, status presence.status, previous presence.status, reason text, message text, at timestamp with time zone)',
- 'sql', 'stable', true);
+ 'sql', 'stable', true),
+-- rooms
+('join', ARRAY['text', 'text', 'text', 'jsonb'],
+ 'presence.join(text,text,text,jsonb)', 'void',
+ 'room text, user_id text, session_id text DEFAULT ''default''::text, meta jsonb DEFAULT NULL::jsonb',
+ 'void', 'c', 'volatile', false),
+('leave', ARRAY['text', 'text', 'text'],
+ 'presence.leave(text,text,text)', 'void',
+ 'room text, user_id text, session_id text DEFAULT NULL::text',
+ 'void', 'c', 'volatile', false),
+('set_meta', ARRAY['text', 'text', 'text', 'jsonb'],
+ 'presence.set_meta(text,text,text,jsonb)', 'void',
+ 'room text, user_id text, session_id text, meta jsonb',
+ 'void', 'c', 'volatile', false),
+('typing', ARRAY['text', 'text', 'boolean'],
+ 'presence.typing(text,text,boolean)', 'void',
+ 'room text, user_id text, is_typing boolean DEFAULT true',
+ 'void', 'c', 'volatile', false),
+('broadcast', ARRAY['text', 'jsonb'],
+ 'presence.broadcast(text,jsonb)', 'void',
+ 'room text, payload jsonb',
+ 'void', 'c', 'volatile', false),
+('room_channel', ARRAY['text'],
+ 'presence.room_channel(text)', 'text',
+ 'room text',
+ 'text', 'c', 'stable', false),
+('members', ARRAY['text'],
+ 'presence.members(text)', 'setof record',
+ 'room text',
+ 'TABLE(user_id text, status presence.status, message text, metas jsonb, joined_at timestamp with time zone)',
+ 'sql', 'stable', true),
+('room_count', ARRAY['text'],
+ 'presence.room_count(text)', 'integer',
+ 'room text',
+ 'integer', 'sql', 'stable', true),
+('rooms', ARRAY['text'],
+ 'presence.rooms(text)', 'setof text',
+ 'user_id text',
+ 'SETOF text', 'sql', 'stable', true),
+('typing_users', ARRAY['text'],
+ 'presence.typing_users(text)', 'setof text',
+ 'room text',
+ 'SETOF text', 'sql', 'stable', true),
+('time_in_status', ARRAY['text', 'timestamp with time zone', 'timestamp with time zone'],
+ 'presence.time_in_status(text,timestamp with time zone,timestamp with time zone)', 'setof record',
+ 'user_id text, since timestamp with time zone, until timestamp with time zone DEFAULT now()',
+ 'TABLE(status presence.status, duration interval)',
+ 'plpgsql', 'stable', false);
 
 SELECT has_function('presence', name, args, sig || ' exists') FROM tap_fn ORDER BY name;
 SELECT function_returns('presence', name, args, returns, sig || ' returns ' || returns)
@@ -105,6 +154,39 @@ SELECT lives_ok(
 	$$ SELECT presence.set_status(user_id => 'tap-named', status => 'busy',
 								  message => 'm', until => now() + '1 hour') $$,
 	'set_status accepts its arguments by name');
+SELECT lives_ok(
+	$$ SELECT presence.join(room => 'tap-room', user_id => 'tap-named',
+							session_id => 's2', meta => '{"cursor": 1}') $$,
+	'join accepts its arguments by name');
+SELECT lives_ok(
+	$$ SELECT presence.set_meta(room => 'tap-room', user_id => 'tap-named',
+								session_id => 's2', meta => '{"cursor": 2}') $$,
+	'set_meta accepts its arguments by name');
+SELECT lives_ok(
+	$$ SELECT presence.typing(room => 'tap-room', user_id => 'tap-named',
+							  is_typing => true) $$,
+	'typing accepts its arguments by name');
+SELECT lives_ok(
+	$$ SELECT presence.broadcast(room => 'tap-room', payload => '{"ping": 1}') $$,
+	'broadcast accepts its arguments by name');
+SELECT is((SELECT array_agg(u) FROM presence.typing_users(room => 'tap-room') u),
+		  ARRAY['tap-named'], 'typing_users accepts its argument by name');
+SELECT is(presence.room_count(room => 'tap-room'), 1,
+		  'room_count accepts its argument by name');
+SELECT is((SELECT array_agg(r) FROM presence.rooms(user_id => 'tap-named') r),
+		  ARRAY['tap-room'], 'rooms accepts its argument by name');
+SELECT is((SELECT array_agg(m.user_id) FROM presence.members(room => 'tap-room') m),
+		  ARRAY['tap-named'], 'members accepts its argument by name');
+SELECT is(presence.room_channel(room => 'tap-room'), 'presence:tap-room',
+		  'room_channel accepts its argument by name');
+SELECT lives_ok(
+	$$ SELECT presence.leave(room => 'tap-room', user_id => 'tap-named',
+							 session_id => 's2') $$,
+	'leave accepts its arguments by name');
+SELECT is((SELECT count(*)::integer FROM presence.time_in_status(
+			  user_id => 'tap-named', since => now() - interval '1 hour',
+			  until => now())), 4,
+		  'time_in_status accepts its arguments by name and lists the four statuses');
 SELECT lives_ok(
 	$$ SELECT presence.disconnect(user_id => 'tap-named', session_id => 's') $$,
 	'disconnect accepts its arguments by name');

@@ -4,7 +4,7 @@
 --   GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA presence TO app;
 -- can call every function but cannot read or write the tables directly.
 BEGIN;
-SELECT plan(30);
+SELECT plan(50);
 SET LOCAL search_path = public, pg_catalog;
 
 CREATE ROLE tap_nobody;
@@ -37,7 +37,8 @@ SELECT ok(NOT has_schema_privilege('tap_nobody', 'presence', 'CREATE'),
 SELECT ok(NOT has_table_privilege('tap_nobody', t,
 		  'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'),
 		  'a role without grants has no privilege on ' || t)
-  FROM unnest(ARRAY['presence.users', 'presence.sessions', 'presence.history']) AS t;
+  FROM unnest(ARRAY['presence.users', 'presence.sessions', 'presence.history',
+					'presence.members', 'presence.typing']) AS t;
 SELECT ok(NOT has_sequence_privilege('tap_nobody', 'presence.seq', 'USAGE, SELECT, UPDATE'),
 		  'a role without grants has no privilege on presence.seq');
 SELECT is_empty(
@@ -59,7 +60,8 @@ SELECT is_empty(
 SELECT ok(NOT has_table_privilege('tap_app', t,
 		  'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'),
 		  'the app role has no privilege on ' || t)
-  FROM unnest(ARRAY['presence.users', 'presence.sessions', 'presence.history']) AS t;
+  FROM unnest(ARRAY['presence.users', 'presence.sessions', 'presence.history',
+					'presence.members', 'presence.typing']) AS t;
 SELECT ok(NOT has_sequence_privilege('tap_app', 'presence.seq', 'USAGE, SELECT, UPDATE'),
 		  'the app role has no privilege on presence.seq');
 
@@ -79,6 +81,37 @@ SELECT lives_ok($$ SELECT * FROM presence.changes() $$,
 				'the app role can call changes()');
 SELECT lives_ok($$ SELECT * FROM presence.worker_status() $$,
 				'the app role can call worker_status()');
+SELECT lives_ok($$ SELECT presence.join('tap-room', 'tap-user', 'tab', '{"cursor": 1}') $$,
+				'the app role can call join()');
+SELECT lives_ok($$ SELECT presence.set_meta('tap-room', 'tap-user', 'tab', '{"cursor": 2}') $$,
+				'the app role can call set_meta()');
+SELECT lives_ok($$ SELECT presence.typing('tap-room', 'tap-user') $$,
+				'the app role can call typing()');
+SELECT lives_ok($$ SELECT presence.broadcast('tap-room', '{"ping": 1}') $$,
+				'the app role can call broadcast()');
+SELECT is((SELECT array_agg(m.user_id) FROM presence.members('tap-room') m),
+		  ARRAY['tap-user'], 'the app role sees the member through members()');
+SELECT is(presence.room_count('tap-room'), 1, 'the app role can call room_count()');
+SELECT is((SELECT array_agg(r) FROM presence.rooms('tap-user') r),
+		  ARRAY['tap-room'], 'the app role can call rooms()');
+SELECT is((SELECT array_agg(u) FROM presence.typing_users('tap-room') u),
+		  ARRAY['tap-user'], 'the app role can call typing_users()');
+SELECT is(presence.room_channel('tap-room'), 'presence:tap-room',
+		  'the app role can call room_channel()');
+SELECT lives_ok($$ SELECT * FROM presence.time_in_status('tap-user', now() - interval '1 hour') $$,
+				'the app role can call time_in_status()');
+SELECT lives_ok($$ SELECT presence.leave('tap-room', 'tap-user') $$,
+				'the app role can call leave()');
+SELECT throws_ok($$ SELECT * FROM presence.members $$, '42501', NULL,
+				 'the app role cannot SELECT the presence.members table');
+SELECT throws_ok($$ SELECT * FROM presence.typing $$, '42501', NULL,
+				 'the app role cannot SELECT the presence.typing table');
+SELECT throws_ok($$ INSERT INTO presence.typing VALUES ('r', 'u', now(), now()) $$,
+				 '42501', NULL, 'the app role cannot INSERT into presence.typing');
+SELECT throws_ok($$ DELETE FROM presence.members $$,
+				 '42501', NULL, 'the app role cannot DELETE from presence.members');
+SELECT throws_ok($$ SET presence.join_check = 'public.anything' $$, '42501', NULL,
+				 'the app role cannot set presence.join_check');
 SELECT throws_ok($$ SELECT * FROM presence.users $$, '42501', NULL,
 				 'the app role cannot SELECT presence.users');
 SELECT throws_ok($$ SELECT * FROM presence.sessions $$, '42501', NULL,
