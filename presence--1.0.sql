@@ -110,6 +110,14 @@ AS 'MODULE_PATHNAME', 'presence_heartbeat'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+CREATE FUNCTION presence.heartbeat_many(user_ids text[],
+										session_ids text[],
+										active boolean DEFAULT true)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'presence_heartbeat_many'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
 CREATE FUNCTION presence.disconnect(user_id text,
 									session_id text DEFAULT NULL)
 RETURNS presence.status

@@ -18,6 +18,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -27,11 +28,13 @@
 #include "state.h"
 
 PG_FUNCTION_INFO_V1(presence_heartbeat);
+PG_FUNCTION_INFO_V1(presence_heartbeat_many);
 PG_FUNCTION_INFO_V1(presence_disconnect);
 PG_FUNCTION_INFO_V1(presence_set_status);
 PG_FUNCTION_INFO_V1(presence_sweep);
 
 static SPIPlanPtr heartbeat_probe_plan = NULL;
+static SPIPlanPtr heartbeat_many_probe_plan = NULL;
 
 /*
  * The presence.status value to return from a SQL function.
@@ -41,6 +44,25 @@ ReturnStatus(FunctionCallInfo fcinfo, PresenceStatus status)
 {
 	return PresenceStatusDatum(get_func_rettype(fcinfo->flinfo->fn_oid),
 							   status);
+}
+
+/*
+ * Whether a heartbeat of an existing session, stored with these deadlines,
+ * must be written: it is due, it moves a deadline by the granularity or
+ * more (never more than a quarter of either timer), or it makes an idle
+ * session active, which is a change of status.
+ */
+static bool
+HeartbeatMustWrite(TimestampTz away_at, TimestampTz end_at, TimestampTz due_at,
+				   bool active, int64 ttl, int64 away_after, TimestampTz now)
+{
+	int64		granularity = Min((int64) presence_granularity_ms * 1000,
+								  Min(ttl / 4, away_after / 4));
+
+	if (due_at <= now || Abs(now + ttl - end_at) >= granularity)
+		return true;
+	return active &&
+		(away_at <= now || Abs(now + away_after - away_at) >= granularity);
 }
 
 /*
@@ -63,7 +85,6 @@ HeartbeatFastPath(const char *user_id, const char *session_id, bool active,
 	TimestampTz away_at,
 				end_at,
 				due_at;
-	int64		granularity;
 	bool		isnull;
 
 	values[0] = CStringGetTextDatum(user_id);
@@ -80,20 +101,9 @@ HeartbeatFastPath(const char *user_id, const char *session_id, bool active,
 	PresenceGetTimestamp(0, 1, &away_at);
 	PresenceGetTimestamp(0, 2, &end_at);
 	PresenceGetTimestamp(0, 3, &due_at);
-	if (due_at <= now)
+	if (HeartbeatMustWrite(away_at, end_at, due_at, active, ttl, away_after,
+						   now))
 		return false;
-
-	/* Never skip by more than a quarter of either timer. */
-	granularity = Min((int64) presence_granularity_ms * 1000,
-					  Min(ttl / 4, away_after / 4));
-	if (Abs(now + ttl - end_at) >= granularity)
-		return false;
-	if (active)
-	{
-		/* An idle session becoming active is a change of status. */
-		if (away_at <= now || Abs(now + away_after - away_at) >= granularity)
-			return false;
-	}
 
 	if (meta != NULL)
 	{
@@ -161,6 +171,122 @@ presence_heartbeat(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	PG_RETURN_DATUM(ReturnStatus(fcinfo, status));
+}
+
+/*
+ * Check an array argument of heartbeat_many() and return its elements,
+ * each checked as an id.
+ */
+static char **
+CheckIdArray(Datum value, bool isnull, const char *what, int *n)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **ids;
+	char	   *element_what = psprintf("an element of %s", what);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	arr = DatumGetArrayTypeP(value);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	ids = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		ids[i] = PresenceCheckId(elems[i], nulls[i], element_what);
+	return ids;
+}
+
+/*
+ * heartbeat_many(user_ids, session_ids, active): heartbeats of many
+ * sessions at once, for app servers that hold many connections; returns
+ * how many of them changed a status.  One query reads every session; only
+ * the heartbeats that must write take the path of heartbeat(), one by one
+ * in array order, each with the default timers.
+ */
+Datum
+presence_heartbeat_many(PG_FUNCTION_ARGS)
+{
+	static const Oid argtypes[] = {TEXTARRAYOID, TEXTARRAYOID};
+	int			nusers;
+	int			nsessions;
+	char	  **user_ids = CheckIdArray(PG_GETARG_DATUM(0), PG_ARGISNULL(0),
+										"user_ids", &nusers);
+	char	  **session_ids = CheckIdArray(PG_GETARG_DATUM(1), PG_ARGISNULL(1),
+										   "session_ids", &nsessions);
+	bool		active;
+	int64		ttl = (int64) presence_session_ttl_ms * 1000;
+	int64		away_after = (int64) presence_away_after_ms * 1000;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	bool	   *must_write;
+	Datum		values[2];
+	int			changed = 0;
+	int			n;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("active must not be null")));
+	active = PG_GETARG_BOOL(2);
+	if (nusers != nsessions)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("user_ids and session_ids must have the same length"),
+				 errdetail("user_ids has %d elements and session_ids has %d.",
+						   nusers, nsessions)));
+
+	PresenceConnect();
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+	n = PresenceExecute(PresencePrepare(&heartbeat_many_probe_plan,
+										"SELECT t.i, s.away_at, s.end_at, s.due_at"
+										" FROM unnest($1, $2) WITH ORDINALITY"
+										"  AS t(user_id, session_id, i)"
+										" LEFT JOIN LATERAL (SELECT x.away_at, x.end_at, x.due_at"
+										"  FROM presence.sessions x WHERE x.user_id = t.user_id"
+										"  AND x.session_id = t.session_id LIMIT 1) s ON true"
+										" ORDER BY t.i",
+										2, argtypes),
+						values, NULL, true, 0);
+	Assert(n == nusers);
+	must_write = palloc(sizeof(bool) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		TimestampTz away_at,
+					end_at,
+					due_at;
+
+		if (!PresenceGetTimestamp(i, 4, &due_at))
+			must_write[i] = true;	/* a new session */
+		else
+		{
+			PresenceGetTimestamp(i, 2, &away_at);
+			PresenceGetTimestamp(i, 3, &end_at);
+			must_write[i] = HeartbeatMustWrite(away_at, end_at, due_at, active,
+											   ttl, away_after, now);
+		}
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		uint64		queued;
+
+		if (!must_write[i])
+			continue;
+		queued = PresenceEventsQueued();
+		Heartbeat(user_ids[i], session_ids[i], active, NULL, ttl, away_after,
+				  now);
+		if (PresenceEventsQueued() != queued)
+			changed++;
+	}
+	SPI_finish();
+
+	PG_RETURN_INT32(changed);
 }
 
 /*

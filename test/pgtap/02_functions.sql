@@ -3,11 +3,11 @@
 -- language, volatility and strictness, and runs as SECURITY DEFINER with
 -- search_path pinned to pg_catalog, pg_temp.
 BEGIN;
-SELECT plan(205);
+SELECT plan(214);
 SET LOCAL search_path = public, pg_catalog;
 
 SELECT functions_are('presence',
-	ARRAY['heartbeat', 'disconnect', 'set_status', 'sweep', 'worker_status',
+	ARRAY['heartbeat', 'heartbeat_many', 'disconnect', 'set_status', 'sweep', 'worker_status',
 		  'statuses', 'get', 'online_users', 'counts', 'changes',
 		  'join', 'leave', 'set_meta', 'typing', 'broadcast', 'room_channel',
 		  'members', 'room_count', 'rooms', 'typing_users', 'time_in_status'],
@@ -31,6 +31,10 @@ INSERT INTO tap_fn VALUES
  'presence.heartbeat(text,text,boolean,jsonb,interval,interval)', 'presence.status',
  'user_id text, session_id text DEFAULT ''default''::text, active boolean DEFAULT true, meta jsonb DEFAULT NULL::jsonb, ttl interval DEFAULT NULL::interval, away_after interval DEFAULT NULL::interval',
  'presence.status', 'c', 'volatile', false),
+('heartbeat_many', ARRAY['text[]', 'text[]', 'boolean'],
+ 'presence.heartbeat_many(text[],text[],boolean)', 'integer',
+ 'user_ids text[], session_ids text[], active boolean DEFAULT true',
+ 'integer', 'c', 'volatile', false),
 ('disconnect', ARRAY['text', 'text'],
  'presence.disconnect(text,text)', 'presence.status',
  'user_id text, session_id text DEFAULT NULL::text',
