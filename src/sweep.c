@@ -23,10 +23,24 @@
 #include "presence.h"
 #include "state.h"
 
-static SPIPlanPtr due_sessions_plan = NULL;
-static SPIPlanPtr due_overrides_plan = NULL;
-static SPIPlanPtr due_typing_plan = NULL;
-static SPIPlanPtr due_meta_plan = NULL;
+/*
+ * What makes a user due: a deadline column, each with its own index.  The
+ * sweep's queries and the next-deadline query are built from this list.
+ */
+typedef struct DueSource
+{
+	const char *table;
+	const char *column;
+	SPIPlanPtr	find_plan;
+} DueSource;
+
+static DueSource due_sources[] = {
+	{"presence.sessions", "due_at", NULL},	/* idle or ended */
+	{"presence.users", "manual_until", NULL},	/* override expires */
+	{"presence.typing", "until", NULL}, /* typing stops */
+	{"presence.members", "meta_due_at", NULL},	/* held-back metadata */
+};
+
 static SPIPlanPtr next_deadline_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
 
@@ -97,34 +111,20 @@ PresenceFindDueUsers(TimestampTz as_of, int max_users, List *exclude,
 	*more = false;
 
 	PresenceConnect();
-	ids = CollectDueUsers(PresencePrepare(&due_sessions_plan,
-										  "SELECT user_id FROM presence.sessions"
-										  " WHERE due_at <= $1"
-										  " AND NOT user_id = ANY ($3)"
-										  " ORDER BY due_at LIMIT $2",
-										  3, argtypes),
-						  as_of, max_users, exclude_array, ids, more);
-	ids = CollectDueUsers(PresencePrepare(&due_overrides_plan,
-										  "SELECT user_id FROM presence.users"
-										  " WHERE manual_until <= $1"
-										  " AND NOT user_id = ANY ($3)"
-										  " ORDER BY manual_until LIMIT $2",
-										  3, argtypes),
-						  as_of, max_users, exclude_array, ids, more);
-	ids = CollectDueUsers(PresencePrepare(&due_typing_plan,
-										  "SELECT user_id FROM presence.typing"
-										  " WHERE until <= $1"
-										  " AND NOT user_id = ANY ($3)"
-										  " ORDER BY until LIMIT $2",
-										  3, argtypes),
-						  as_of, max_users, exclude_array, ids, more);
-	ids = CollectDueUsers(PresencePrepare(&due_meta_plan,
-										  "SELECT user_id FROM presence.members"
-										  " WHERE meta_due_at <= $1"
-										  " AND NOT user_id = ANY ($3)"
-										  " ORDER BY meta_due_at LIMIT $2",
-										  3, argtypes),
-						  as_of, max_users, exclude_array, ids, more);
+	for (size_t i = 0; i < lengthof(due_sources); i++)
+	{
+		DueSource  *src = &due_sources[i];
+
+		if (src->find_plan == NULL)
+			PresencePrepare(&src->find_plan,
+							psprintf("SELECT user_id FROM %s WHERE %s <= $1"
+									 " AND NOT user_id = ANY ($3)"
+									 " ORDER BY %s LIMIT $2",
+									 src->table, src->column, src->column),
+							3, argtypes);
+		ids = CollectDueUsers(src->find_plan, as_of, max_users, exclude_array,
+							  ids, more);
+	}
 
 	/*
 	 * A user with several due sessions is settled once.  The result must
@@ -210,18 +210,21 @@ PresenceNextDeadline(List *exclude, TimestampTz *deadline)
 
 	values[0] = TextArrayFromList(exclude);
 	PresenceConnect();
-	PresenceExecute(PresencePrepare(&next_deadline_plan,
-									"SELECT LEAST("
-									"(SELECT min(due_at) FROM presence.sessions"
-									" WHERE NOT user_id = ANY ($1)),"
-									" (SELECT min(manual_until) FROM presence.users"
-									" WHERE NOT user_id = ANY ($1)),"
-									" (SELECT min(until) FROM presence.typing"
-									" WHERE NOT user_id = ANY ($1)),"
-									" (SELECT min(meta_due_at) FROM presence.members"
-									" WHERE NOT user_id = ANY ($1)))",
-									1, argtypes),
-					values, NULL, true, 1);
+	if (next_deadline_plan == NULL)
+	{
+		StringInfoData sql;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql, "SELECT LEAST(");
+		for (size_t i = 0; i < lengthof(due_sources); i++)
+			appendStringInfo(&sql, "%s(SELECT min(%s) FROM %s"
+							 " WHERE NOT user_id = ANY ($1))",
+							 i > 0 ? ", " : "", due_sources[i].column,
+							 due_sources[i].table);
+		appendStringInfoChar(&sql, ')');
+		PresencePrepare(&next_deadline_plan, sql.data, 1, argtypes);
+	}
+	PresenceExecute(next_deadline_plan, values, NULL, true, 1);
 	found = PresenceGetTimestamp(0, 1, deadline);
 	SPI_finish();
 	return found;
