@@ -44,4 +44,24 @@ LANGUAGE sql AS $$
 	  FROM presence.sessions s WHERE s.user_id = uid ORDER BY s.session_id
 $$;
 
+-- Runs a statement and shows its SQLSTATE, message, detail and hint.
+CREATE FUNCTION t_err(q text, with_detail boolean DEFAULT true)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	st text;
+	msg text;
+	det text;
+	hnt text;
+BEGIN
+	EXECUTE q;
+	RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+	RETURN st || ': ' || msg ||
+		CASE WHEN with_detail THEN COALESCE(' | ' || NULLIF(det, ''), '') ||
+			 COALESCE(' | hint: ' || NULLIF(hnt, ''), '') ELSE '' END;
+END
+$$;
+
 SELECT extname, extversion FROM pg_extension WHERE extname = 'presence';

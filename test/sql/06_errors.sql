@@ -1,25 +1,6 @@
 --
 -- Bad input: a clear error with a fitting SQLSTATE, and nothing changed.
 --
--- Runs a statement and shows its SQLSTATE, message, detail and hint.
-CREATE FUNCTION t_err(q text, with_detail boolean DEFAULT true)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text;
-	msg text;
-	det text;
-	hnt text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || msg ||
-		CASE WHEN with_detail THEN COALESCE(' | ' || NULLIF(det, ''), '') ||
-			 COALESCE(' | hint: ' || NULLIF(hnt, ''), '') ELSE '' END;
-END
-$$;
 SELECT presence.set_status('alice', 'auto');
 SELECT presence.heartbeat('alice', 'tab', ttl => '1 hour', away_after => '1 hour');
 SELECT count(*) AS seq_before FROM presence.history \gset

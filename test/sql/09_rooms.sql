@@ -42,25 +42,6 @@ LANGUAGE sql AS $$
 	 ORDER BY m.room, m.session_id
 $$;
 
--- Runs a statement and shows its SQLSTATE, message, detail and hint.
-CREATE FUNCTION r_err(q text, with_detail boolean DEFAULT true)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	st text;
-	msg text;
-	det text;
-	hnt text;
-BEGIN
-	EXECUTE q;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-	RETURN st || ': ' || msg ||
-		CASE WHEN with_detail THEN COALESCE(' | ' || NULLIF(det, ''), '') ||
-			 COALESCE(' | hint: ' || NULLIF(hnt, ''), '') ELSE '' END;
-END
-$$;
 
 -- Everything presence stores, as one text, to show that something
 -- changed nothing; with_seq => false leaves out the sequence.
@@ -389,9 +370,9 @@ SELECT presence.leave('secret-1', 'ivan');
 SET presence.join_check = 'public.r_join_check';
 SELECT presence.join('secret-1', 'hank', 'tab', '{"a": 1}');
 SELECT r_state() AS before_check \gset
-SELECT r_err($q$SELECT presence.join('secret-1', 'mallory', 'tab', '{"a": 1}')$q$);
-SELECT r_err($q$SELECT presence.join('undecided', 'mallory')$q$);
-SELECT r_err($q$SELECT presence.join('undecided', 'hank', 'tab')$q$);
+SELECT t_err($q$SELECT presence.join('secret-1', 'mallory', 'tab', '{"a": 1}')$q$);
+SELECT t_err($q$SELECT presence.join('undecided', 'mallory')$q$);
+SELECT t_err($q$SELECT presence.join('undecided', 'hank', 'tab')$q$);
 SELECT r_state() = :'before_check' AS nothing_changed;
 SELECT count(*) AS mallory_created FROM presence.users WHERE user_id = 'mallory';
 SELECT r_who('secret-1'), r_who('undecided');
@@ -404,17 +385,17 @@ GRANT USAGE ON SCHEMA presence TO regress_room_app;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA presence TO regress_room_app;
 SET ROLE regress_room_app;
 SELECT presence.join('open', 'judy');
-SELECT r_err($q$SELECT presence.join('secret-2', 'judy')$q$);
+SELECT t_err($q$SELECT presence.join('secret-2', 'judy')$q$);
 -- Only a superuser may set it.
-SELECT r_err($q$SET presence.join_check = ''$q$, false);
+SELECT t_err($q$SET presence.join_check = ''$q$, false);
 RESET ROLE;
 SHOW presence.join_check;
 
 -- A function that does not exist, or does not return boolean.
 SET presence.join_check = 'public.r_no_such_check';
-SELECT r_err($q$SELECT presence.join('open', 'kate')$q$);
+SELECT t_err($q$SELECT presence.join('open', 'kate')$q$);
 SET presence.join_check = 'public.r_join_check_int';
-SELECT r_err($q$SELECT presence.join('open', 'kate')$q$);
+SELECT t_err($q$SELECT presence.join('open', 'kate')$q$);
 SELECT count(*) AS kate_created FROM presence.users WHERE user_id = 'kate';
 RESET presence.join_check;
 SELECT presence.join('secret-3', 'kate');
@@ -434,64 +415,64 @@ SELECT presence.typing('lobby', 'alice');
 SELECT r_state() AS before_errors \gset
 
 -- room: not NULL, 1 to 200 bytes, for every function that takes one
-SELECT r_err($q$SELECT presence.join(NULL, 'alice')$q$);
-SELECT r_err($q$SELECT presence.join('', 'alice')$q$);
-SELECT r_err($q$SELECT presence.join(repeat('r', 201), 'alice')$q$);
-SELECT r_err($q$SELECT presence.join(repeat('é', 101), 'alice')$q$);
-SELECT r_err($q$SELECT presence.leave(NULL, 'alice')$q$);
-SELECT r_err($q$SELECT presence.leave('', 'alice')$q$);
-SELECT r_err($q$SELECT presence.leave(repeat('r', 201), 'alice')$q$);
-SELECT r_err($q$SELECT presence.set_meta(NULL, 'alice', 'tab', '{}')$q$);
-SELECT r_err($q$SELECT presence.set_meta('', 'alice', 'tab', '{}')$q$);
-SELECT r_err($q$SELECT presence.set_meta(repeat('r', 201), 'alice', 'tab', '{}')$q$);
-SELECT r_err($q$SELECT presence.typing(NULL, 'alice')$q$);
-SELECT r_err($q$SELECT presence.typing('', 'alice')$q$);
-SELECT r_err($q$SELECT presence.typing(repeat('r', 201), 'alice')$q$);
-SELECT r_err($q$SELECT presence.broadcast(NULL, '{}')$q$);
-SELECT r_err($q$SELECT presence.broadcast('', '{}')$q$);
-SELECT r_err($q$SELECT presence.broadcast(repeat('r', 201), '{}')$q$);
-SELECT r_err($q$SELECT presence.room_channel(NULL)$q$);
-SELECT r_err($q$SELECT presence.room_channel('')$q$);
-SELECT r_err($q$SELECT presence.room_channel(repeat('r', 201))$q$);
+SELECT t_err($q$SELECT presence.join(NULL, 'alice')$q$);
+SELECT t_err($q$SELECT presence.join('', 'alice')$q$);
+SELECT t_err($q$SELECT presence.join(repeat('r', 201), 'alice')$q$);
+SELECT t_err($q$SELECT presence.join(repeat('é', 101), 'alice')$q$);
+SELECT t_err($q$SELECT presence.leave(NULL, 'alice')$q$);
+SELECT t_err($q$SELECT presence.leave('', 'alice')$q$);
+SELECT t_err($q$SELECT presence.leave(repeat('r', 201), 'alice')$q$);
+SELECT t_err($q$SELECT presence.set_meta(NULL, 'alice', 'tab', '{}')$q$);
+SELECT t_err($q$SELECT presence.set_meta('', 'alice', 'tab', '{}')$q$);
+SELECT t_err($q$SELECT presence.set_meta(repeat('r', 201), 'alice', 'tab', '{}')$q$);
+SELECT t_err($q$SELECT presence.typing(NULL, 'alice')$q$);
+SELECT t_err($q$SELECT presence.typing('', 'alice')$q$);
+SELECT t_err($q$SELECT presence.typing(repeat('r', 201), 'alice')$q$);
+SELECT t_err($q$SELECT presence.broadcast(NULL, '{}')$q$);
+SELECT t_err($q$SELECT presence.broadcast('', '{}')$q$);
+SELECT t_err($q$SELECT presence.broadcast(repeat('r', 201), '{}')$q$);
+SELECT t_err($q$SELECT presence.room_channel(NULL)$q$);
+SELECT t_err($q$SELECT presence.room_channel('')$q$);
+SELECT t_err($q$SELECT presence.room_channel(repeat('r', 201))$q$);
 
 -- user and session ids, as everywhere
-SELECT r_err($q$SELECT presence.join('lobby', NULL)$q$);
-SELECT r_err($q$SELECT presence.join('lobby', '')$q$);
-SELECT r_err($q$SELECT presence.join('lobby', repeat('u', 257))$q$);
-SELECT r_err($q$SELECT presence.join('lobby', 'alice', NULL)$q$);
-SELECT r_err($q$SELECT presence.join('lobby', 'alice', '')$q$);
-SELECT r_err($q$SELECT presence.join('lobby', 'alice', repeat('s', 257))$q$);
-SELECT r_err($q$SELECT presence.leave('lobby', NULL)$q$);
-SELECT r_err($q$SELECT presence.leave('lobby', 'alice', '')$q$);
-SELECT r_err($q$SELECT presence.leave('lobby', 'alice', repeat('s', 257))$q$);
-SELECT r_err($q$SELECT presence.set_meta('lobby', NULL, 'tab', '{}')$q$);
-SELECT r_err($q$SELECT presence.set_meta('lobby', 'alice', NULL, '{}')$q$);
-SELECT r_err($q$SELECT presence.set_meta('lobby', 'alice', '', '{}')$q$);
-SELECT r_err($q$SELECT presence.typing('lobby', NULL)$q$);
-SELECT r_err($q$SELECT presence.typing('lobby', '')$q$);
+SELECT t_err($q$SELECT presence.join('lobby', NULL)$q$);
+SELECT t_err($q$SELECT presence.join('lobby', '')$q$);
+SELECT t_err($q$SELECT presence.join('lobby', repeat('u', 257))$q$);
+SELECT t_err($q$SELECT presence.join('lobby', 'alice', NULL)$q$);
+SELECT t_err($q$SELECT presence.join('lobby', 'alice', '')$q$);
+SELECT t_err($q$SELECT presence.join('lobby', 'alice', repeat('s', 257))$q$);
+SELECT t_err($q$SELECT presence.leave('lobby', NULL)$q$);
+SELECT t_err($q$SELECT presence.leave('lobby', 'alice', '')$q$);
+SELECT t_err($q$SELECT presence.leave('lobby', 'alice', repeat('s', 257))$q$);
+SELECT t_err($q$SELECT presence.set_meta('lobby', NULL, 'tab', '{}')$q$);
+SELECT t_err($q$SELECT presence.set_meta('lobby', 'alice', NULL, '{}')$q$);
+SELECT t_err($q$SELECT presence.set_meta('lobby', 'alice', '', '{}')$q$);
+SELECT t_err($q$SELECT presence.typing('lobby', NULL)$q$);
+SELECT t_err($q$SELECT presence.typing('lobby', '')$q$);
 
 -- meta: a JSON object of at most 2048 bytes
-SELECT r_err($q$SELECT presence.join('lobby', 'alice', 'tab', '[1]')$q$);
-SELECT r_err($q$SELECT presence.join('lobby', 'alice', 'tab', 'null')$q$);
-SELECT r_err($q$SELECT presence.join('lobby', 'alice', 'tab', '"text"')$q$);
-SELECT r_err($q$SELECT presence.join('lobby', 'alice', 'tab', jsonb_build_object('k', repeat('x', 2040)))$q$);
-SELECT r_err($q$SELECT presence.set_meta('lobby', 'alice', 'tab', '42')$q$);
-SELECT r_err($q$SELECT presence.set_meta('lobby', 'alice', 'tab', jsonb_build_object('k', repeat('x', 2040)))$q$);
+SELECT t_err($q$SELECT presence.join('lobby', 'alice', 'tab', '[1]')$q$);
+SELECT t_err($q$SELECT presence.join('lobby', 'alice', 'tab', 'null')$q$);
+SELECT t_err($q$SELECT presence.join('lobby', 'alice', 'tab', '"text"')$q$);
+SELECT t_err($q$SELECT presence.join('lobby', 'alice', 'tab', jsonb_build_object('k', repeat('x', 2040)))$q$);
+SELECT t_err($q$SELECT presence.set_meta('lobby', 'alice', 'tab', '42')$q$);
+SELECT t_err($q$SELECT presence.set_meta('lobby', 'alice', 'tab', jsonb_build_object('k', repeat('x', 2040)))$q$);
 
 -- broadcast payload: not NULL, JSON text of at most 4096 bytes
-SELECT r_err($q$SELECT presence.broadcast('lobby', NULL)$q$);
-SELECT r_err($q$SELECT presence.broadcast('lobby', jsonb_build_object('k', repeat('x', 4088)))$q$);
+SELECT t_err($q$SELECT presence.broadcast('lobby', NULL)$q$);
+SELECT t_err($q$SELECT presence.broadcast('lobby', jsonb_build_object('k', repeat('x', 4088)))$q$);
 
 -- typing: is_typing must be given
-SELECT r_err($q$SELECT presence.typing('lobby', 'alice', NULL)$q$);
+SELECT t_err($q$SELECT presence.typing('lobby', 'alice', NULL)$q$);
 
 -- set_meta and typing need the session or user in the room
-SELECT r_err($q$SELECT presence.set_meta('kitchen', 'alice', 'tab', '{}')$q$);
-SELECT r_err($q$SELECT presence.set_meta('lobby', 'alice', 'phone', '{}')$q$);
-SELECT r_err($q$SELECT presence.set_meta('lobby', 'nobody', 'tab', '{}')$q$);
-SELECT r_err($q$SELECT presence.typing('kitchen', 'alice')$q$);
-SELECT r_err($q$SELECT presence.typing('kitchen', 'alice', false)$q$);
-SELECT r_err($q$SELECT presence.typing('lobby', 'nobody')$q$);
+SELECT t_err($q$SELECT presence.set_meta('kitchen', 'alice', 'tab', '{}')$q$);
+SELECT t_err($q$SELECT presence.set_meta('lobby', 'alice', 'phone', '{}')$q$);
+SELECT t_err($q$SELECT presence.set_meta('lobby', 'nobody', 'tab', '{}')$q$);
+SELECT t_err($q$SELECT presence.typing('kitchen', 'alice')$q$);
+SELECT t_err($q$SELECT presence.typing('kitchen', 'alice', false)$q$);
+SELECT t_err($q$SELECT presence.typing('lobby', 'nobody')$q$);
 
 -- Nothing changed: no user, session, member, typing flag, history row or
 -- seq.
