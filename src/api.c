@@ -95,7 +95,7 @@ HeartbeatFastPath(const char *user_id, const char *session_id, bool active,
 										" JOIN presence.users u ON u.user_id = s.user_id"
 										" WHERE s.user_id = $1 AND s.session_id = $2",
 										2, argtypes),
-						values, NULL, true, 1) == 0)
+						values, NULL, false, 1) == 0)
 		return false;
 
 	PresenceGetTimestamp(0, 1, &away_at);
@@ -252,7 +252,7 @@ presence_heartbeat_many(PG_FUNCTION_ARGS)
 										"  AND x.session_id = t.session_id LIMIT 1) s ON true"
 										" ORDER BY t.i",
 										2, argtypes),
-						values, NULL, true, 0);
+						values, NULL, false, 0);
 	Assert(n == nusers);
 	must_write = palloc(sizeof(bool) * Max(n, 1));
 	for (int i = 0; i < n; i++)

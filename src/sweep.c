@@ -58,7 +58,7 @@ CollectDueUsers(SPIPlanPtr plan, TimestampTz as_of, int limit,
 	values[0] = TimestampTzGetDatum(as_of);
 	values[1] = Int32GetDatum(limit);
 	values[2] = exclude;
-	n = PresenceExecute(plan, values, NULL, true, 0);
+	n = PresenceExecute(plan, values, NULL, false, 0);
 	if (n >= limit)
 		*full = true;
 	for (int i = 0; i < n; i++)

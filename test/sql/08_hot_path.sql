@@ -44,3 +44,22 @@ SELECT user_id, status, previous, reason FROM t_events(now());
 
 SELECT presence.disconnect('alice');
 SELECT count(*) >= 0 FROM t_events(now());
+
+-- The probe sees earlier changes of the same statement: a session ended
+-- by disconnect() is started again by a heartbeat in the same query.
+SELECT presence.heartbeat('alice', 'tab');
+SELECT presence.disconnect('alice', 'tab') AS after_disconnect,
+       presence.heartbeat('alice', 'tab') AS after_heartbeat;
+SELECT count(*) AS sessions FROM presence.sessions WHERE user_id = 'alice';
+SELECT presence.disconnect('alice');
+SELECT count(*) >= 0 FROM t_events(now());
+
+-- sweep() settles more due users than one batch (presence.batch_size,
+-- 1000): each batch must see what the one before it did.
+SET statement_timeout = '60s';
+SELECT count(presence.heartbeat('batch' || i, 'tab', true, NULL, '1 min'))
+  FROM generate_series(1, 1500) i;
+SELECT presence.sweep(now() + interval '2 min') AS events;
+SELECT count(*) AS left_sessions FROM presence.sessions WHERE user_id LIKE 'batch%';
+RESET statement_timeout;
+SELECT count(*) >= 0 FROM t_events(now());
