@@ -14,6 +14,7 @@ OBJS = \
 	src/api.o \
 	src/rooms.o \
 	src/shmem.o \
+	src/cache.o \
 	src/launcher.o \
 	src/worker.o \
 	src/hooks.o

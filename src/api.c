@@ -8,13 +8,22 @@
  * change to the state machine in state.c, so that every path announces
  * changes the same way.  The heartbeat has a fast path: a heartbeat that
  * would move no deadline by more than the granularity and change no
- * status reads one row and writes nothing.
+ * status writes nothing, and reads only the shared-memory session cache
+ * (cache.c) when its session is there, or one row when it is not.
+ *
+ * heartbeat() and heartbeat_many() are not SECURITY DEFINER, so that the
+ * fast path costs no more than a plain C function call.  They become their
+ * owner, with the search_path pinned, only when they read or write the
+ * tables, exactly as the SECURITY DEFINER functions do for their whole
+ * run.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -22,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "presence.h"
@@ -44,6 +54,39 @@ ReturnStatus(FunctionCallInfo fcinfo, PresenceStatus status)
 {
 	return PresenceStatusDatum(get_func_rettype(fcinfo->flinfo->fn_oid),
 							   status);
+}
+
+/* What heartbeat() and heartbeat_many() keep in fn_extra. */
+typedef struct HeartbeatFnInfo
+{
+	Oid			owner;			/* the role they act as on the tables */
+	Oid			rettype;
+} HeartbeatFnInfo;
+
+/*
+ * The function's owner and return type, looked up once per call site.
+ */
+static const HeartbeatFnInfo *
+GetFnInfo(FunctionCallInfo fcinfo)
+{
+	HeartbeatFnInfo *info = (HeartbeatFnInfo *) fcinfo->flinfo->fn_extra;
+
+	if (info == NULL)
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID,
+										  ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u",
+				 fcinfo->flinfo->fn_oid);
+		info = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt,
+								  sizeof(HeartbeatFnInfo));
+		info->owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		info->rettype = ((Form_pg_proc) GETSTRUCT(tup))->prorettype;
+		ReleaseSysCache(tup);
+		fcinfo->flinfo->fn_extra = info;
+	}
+	return info;
 }
 
 /*
@@ -149,6 +192,8 @@ presence_heartbeat(PG_FUNCTION_ARGS)
 	int64		ttl;
 	int64		away_after;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	const HeartbeatFnInfo *info = GetFnInfo(fcinfo);
+	PresenceCachedSession cached;
 	PresenceStatus status;
 
 	if (PG_ARGISNULL(2))
@@ -163,14 +208,26 @@ presence_heartbeat(PG_FUNCTION_ARGS)
 	away_after = PG_ARGISNULL(5) ? (int64) presence_away_after_ms * 1000 :
 		PresenceCheckInterval(PG_GETARG_DATUM(5), "away_after", true);
 
-	PresenceConnect();
-	if (!HeartbeatFastPath(user_id, session_id, active, meta, ttl, away_after,
-						   now, &status))
-		status = Heartbeat(user_id, session_id, active, meta, ttl,
-						   away_after, now);
-	SPI_finish();
+	if (meta != NULL ||
+		!PresenceCacheLookup(user_id, session_id, &cached) ||
+		HeartbeatMustWrite(cached.away_at, cached.end_at, cached.due_at,
+						   active, ttl, away_after, now))
+	{
+		PresenceRoleSave save;
 
-	PG_RETURN_DATUM(ReturnStatus(fcinfo, status));
+		PresenceBecomeRole(info->owner, &save);
+		PresenceConnect();
+		if (!HeartbeatFastPath(user_id, session_id, active, meta, ttl,
+							   away_after, now, &status))
+			status = Heartbeat(user_id, session_id, active, meta, ttl,
+							   away_after, now);
+		SPI_finish();
+		PresenceRestoreRole(&save);
+	}
+	else
+		status = cached.status;
+
+	PG_RETURN_DATUM(PresenceStatusDatum(info->rettype, status));
 }
 
 /*
@@ -205,9 +262,10 @@ CheckIdArray(Datum value, bool isnull, const char *what, int *n)
 /*
  * heartbeat_many(user_ids, session_ids, active): heartbeats of many
  * sessions at once, for app servers that hold many connections; returns
- * how many of them changed a status.  One query reads every session; only
- * the heartbeats that must write take the path of heartbeat(), one by one
- * in array order, each with the default timers.
+ * how many of them changed a status.  Sessions in the cache are decided
+ * there; one query reads the rest.  Only the heartbeats that must write
+ * take the path of heartbeat(), one by one in array order, each with the
+ * default timers.
  */
 Datum
 presence_heartbeat_many(PG_FUNCTION_ARGS)
@@ -223,10 +281,13 @@ presence_heartbeat_many(PG_FUNCTION_ARGS)
 	int64		ttl = (int64) presence_session_ttl_ms * 1000;
 	int64		away_after = (int64) presence_away_after_ms * 1000;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	const HeartbeatFnInfo *info = GetFnInfo(fcinfo);
 	bool	   *must_write;
-	Datum		values[2];
+	int		   *probe;
+	int			nprobe = 0;
+	int			nwrite = 0;
 	int			changed = 0;
-	int			n;
+	PresenceRoleSave save;
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -240,39 +301,74 @@ presence_heartbeat_many(PG_FUNCTION_ARGS)
 				 errdetail("user_ids has %d elements and session_ids has %d.",
 						   nusers, nsessions)));
 
-	PresenceConnect();
-	values[0] = PG_GETARG_DATUM(0);
-	values[1] = PG_GETARG_DATUM(1);
-	n = PresenceExecute(PresencePrepare(&heartbeat_many_probe_plan,
-										"SELECT t.i, s.away_at, s.end_at, s.due_at"
-										" FROM unnest($1, $2) WITH ORDINALITY"
-										"  AS t(user_id, session_id, i)"
-										" LEFT JOIN LATERAL (SELECT x.away_at, x.end_at, x.due_at"
-										"  FROM presence.sessions x WHERE x.user_id = t.user_id"
-										"  AND x.session_id = t.session_id LIMIT 1) s ON true"
-										" ORDER BY t.i",
-										2, argtypes),
-						values, NULL, false, 0);
-	Assert(n == nusers);
-	must_write = palloc(sizeof(bool) * Max(n, 1));
-	for (int i = 0; i < n; i++)
+	must_write = palloc0(sizeof(bool) * Max(nusers, 1));
+	probe = palloc(sizeof(int) * Max(nusers, 1));
+	for (int i = 0; i < nusers; i++)
 	{
-		TimestampTz away_at,
-					end_at,
-					due_at;
+		PresenceCachedSession cached;
 
-		if (!PresenceGetTimestamp(i, 4, &due_at))
-			must_write[i] = true;	/* a new session */
-		else
+		if (!PresenceCacheLookup(user_ids[i], session_ids[i], &cached))
+			probe[nprobe++] = i;
+		else if (HeartbeatMustWrite(cached.away_at, cached.end_at,
+									cached.due_at, active, ttl, away_after,
+									now))
 		{
-			PresenceGetTimestamp(i, 2, &away_at);
-			PresenceGetTimestamp(i, 3, &end_at);
-			must_write[i] = HeartbeatMustWrite(away_at, end_at, due_at, active,
-											   ttl, away_after, now);
+			must_write[i] = true;
+			nwrite++;
+		}
+	}
+	if (nprobe == 0 && nwrite == 0)
+		PG_RETURN_INT32(0);
+
+	PresenceBecomeRole(info->owner, &save);
+	PresenceConnect();
+	if (nprobe > 0)
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * nprobe * 2);
+		Datum		values[2];
+		int			n;
+
+		for (int j = 0; j < nprobe; j++)
+		{
+			elems[j] = CStringGetTextDatum(user_ids[probe[j]]);
+			elems[nprobe + j] = CStringGetTextDatum(session_ids[probe[j]]);
+		}
+		values[0] = PointerGetDatum(construct_array(elems, nprobe, TEXTOID,
+													-1, false, TYPALIGN_INT));
+		values[1] = PointerGetDatum(construct_array(elems + nprobe, nprobe,
+													TEXTOID, -1, false,
+													TYPALIGN_INT));
+		n = PresenceExecute(PresencePrepare(&heartbeat_many_probe_plan,
+											"SELECT t.i, s.away_at, s.end_at, s.due_at"
+											" FROM unnest($1, $2) WITH ORDINALITY"
+											"  AS t(user_id, session_id, i)"
+											" LEFT JOIN LATERAL (SELECT x.away_at, x.end_at, x.due_at"
+											"  FROM presence.sessions x WHERE x.user_id = t.user_id"
+											"  AND x.session_id = t.session_id LIMIT 1) s ON true"
+											" ORDER BY t.i",
+											2, argtypes),
+							values, NULL, false, 0);
+		Assert(n == nprobe);
+		for (int j = 0; j < n; j++)
+		{
+			TimestampTz away_at,
+						end_at,
+						due_at;
+
+			if (!PresenceGetTimestamp(j, 4, &due_at))
+				must_write[probe[j]] = true;	/* a new session */
+			else
+			{
+				PresenceGetTimestamp(j, 2, &away_at);
+				PresenceGetTimestamp(j, 3, &end_at);
+				must_write[probe[j]] = HeartbeatMustWrite(away_at, end_at,
+														  due_at, active, ttl,
+														  away_after, now);
+			}
 		}
 	}
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < nusers; i++)
 	{
 		uint64		queued;
 
@@ -285,6 +381,7 @@ presence_heartbeat_many(PG_FUNCTION_ARGS)
 			changed++;
 	}
 	SPI_finish();
+	PresenceRestoreRole(&save);
 
 	PG_RETURN_INT32(changed);
 }

@@ -261,9 +261,7 @@ PublishPendingEvents(void)
 	ListCell   *lc;
 	StringInfoData payload;
 	bool		isnull;
-	Oid			saved_userid;
-	int			saved_context;
-	int			save_nestlevel;
+	PresenceRoleSave save;
 
 	/* Detach first: nothing below may queue more, and an error drops them. */
 	pending_events = NIL;
@@ -273,16 +271,9 @@ PublishPendingEvents(void)
 
 	/*
 	 * Write as the role that queued the events, with the search_path that
-	 * the SECURITY DEFINER functions pin, as if still inside them; an error
-	 * aborts the transaction, which restores both.
+	 * the SECURITY DEFINER functions pin, as if still inside them.
 	 */
-	GetUserIdAndSecContext(&saved_userid, &saved_context);
-	SetUserIdAndSecContext(events_owner,
-						   saved_context | SECURITY_LOCAL_USERID_CHANGE);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
+	PresenceBecomeRole(events_owner, &save);
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PresenceConnect();
@@ -344,8 +335,7 @@ PublishPendingEvents(void)
 
 	SPI_finish();
 	PopActiveSnapshot();
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(saved_userid, saved_context);
+	PresenceRestoreRole(&save);
 }
 
 /*

@@ -131,7 +131,10 @@ PresenceXactCallback(XactEvent event, void *arg)
 								   presence_max_databases),
 						 errhint("Consider increasing presence.max_databases.")));
 			if (wake_worker_at_commit)
+			{
 				PresenceWakeWorker(MyDatabaseId);
+				PresenceCachePurgeDatabase(MyDatabaseId);
+			}
 			wake_launcher_at_commit = false;
 			wake_worker_at_commit = false;
 			break;
@@ -258,6 +261,8 @@ PresenceProcessUtility(PRESENCE_UTILITY_PARAMS)
 
 		if (!IsA(pstmt->utilityStmt, DropdbStmt))
 			PresenceReleaseDatabase(held);
+		else
+			PresenceCachePurgeDatabase(held);
 	}
 	else if (prev_ProcessUtility)
 		prev_ProcessUtility(PRESENCE_UTILITY_ARGS);

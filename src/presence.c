@@ -168,8 +168,17 @@ _PG_init(void)
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("presence.max_sessions",
+							"Most sessions the shared-memory session cache holds.",
+							"Heartbeats of cached sessions that have nothing to write read no table; 0 turns the cache off.",
+							&presence_max_sessions,
+							100000, 0, INT_MAX / 2,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("presence");
 	PresenceShmemInit();
+	PresenceCacheInit();
 	PresenceHooksInit();
 	PresenceRegisterLauncher();
 }

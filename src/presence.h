@@ -5,8 +5,9 @@
  *
  * Each .c file in src/ owns one idea; this header is the contract between
  * them: the settings (presence.c), the transition engine (state.c,
- * sweep.c), the event queue (event.c), shared memory (shmem.c), and the
- * background workers (launcher.c, worker.c).
+ * sweep.c), the event queue (event.c), shared memory (shmem.c), the
+ * session cache (cache.c), and the background workers (launcher.c,
+ * worker.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -87,6 +88,17 @@ extern int	PresenceExecute(SPIPlanPtr plan, const Datum *values,
 extern char *PresenceGetText(int row, int col);
 extern bool PresenceGetTimestamp(int row, int col, TimestampTz *value);
 extern Datum PresenceGetDatum(int row, int col, bool *isnull);
+
+/* Acting as a function's owner, with the search_path pinned. */
+typedef struct PresenceRoleSave
+{
+	Oid			userid;
+	int			sec_context;
+	int			guc_nestlevel;
+} PresenceRoleSave;
+
+extern void PresenceBecomeRole(Oid role, PresenceRoleSave *save);
+extern void PresenceRestoreRole(const PresenceRoleSave *save);
 
 /* ---- event.c: events queued in a transaction, published at commit ---- */
 typedef enum PresenceEventKind
@@ -215,6 +227,30 @@ extern bool PresenceWakeLauncher(Oid dboid);
 extern int	PresenceHoldDatabase(Oid dboid, TimestampTz until);
 extern bool PresenceWorkerRunning(Oid dboid);
 extern void PresenceReleaseDatabase(Oid dboid);
+
+/* ---- cache.c: the shared-memory session cache ---- */
+
+/* What the cache holds of a session: its stored row and user's status. */
+typedef struct PresenceCachedSession
+{
+	TimestampTz away_at;
+	TimestampTz end_at;
+	TimestampTz due_at;
+	PresenceStatus status;		/* the user's announced status */
+} PresenceCachedSession;
+
+extern int	presence_max_sessions;
+
+extern Size PresenceCacheShmemSize(void);
+extern void PresenceCacheShmemRequest(void);
+extern void PresenceCacheShmemStartup(void);
+extern void PresenceCacheInit(void);
+extern bool PresenceCacheLookup(const char *user_id, const char *session_id,
+								PresenceCachedSession *row);
+extern void PresenceCacheStage(const char *user_id, const char *session_id,
+							   const PresenceCachedSession *row);
+extern void PresenceCacheForget(const char *user_id, const char *session_id);
+extern void PresenceCachePurgeDatabase(Oid dboid);
 
 /* ---- launcher.c / worker.c: the background workers ---- */
 extern void PresenceRegisterLauncher(void);

@@ -60,8 +60,10 @@ PresenceShmemRequest(void)
 		prev_shmem_request_hook();
 #endif
 
-	RequestAddinShmemSpace(PresenceShmemSize());
+	RequestAddinShmemSpace(add_size(PresenceShmemSize(),
+									PresenceCacheShmemSize()));
 	RequestNamedLWLockTranche("presence", 1);
+	PresenceCacheShmemRequest();
 }
 
 /*
@@ -98,6 +100,7 @@ PresenceShmemStartup(void)
 			pg_atomic_init_u64(&presence_shared->slots[i].next_wake,
 							   (uint64) DT_NOBEGIN);
 	}
+	PresenceCacheShmemStartup();
 
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -2,7 +2,7 @@
  *
  * spi.c
  *	  Prepared statements and result accessors for the SQL that the
- *	  transition engine runs through SPI.
+ *	  transition engine runs through SPI, and the role it runs it as.
  *
  * Every statement is prepared once per backend and kept; the plan cache
  * re-plans it by name if the extension's tables are dropped and created
@@ -13,6 +13,8 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "presence.h"
@@ -97,4 +99,33 @@ PresenceGetDatum(int row, int col, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
 						 isnull);
+}
+
+/*
+ * Act as role with the search_path pinned to pg_catalog, pg_temp, as a
+ * SECURITY DEFINER function owned by role with that SET clause would.  For
+ * code that runs outside such a function: the heartbeat, which is not one
+ * so that its fast path pays nothing for it, and events published at
+ * commit.  An error aborts the (sub)transaction, which restores both.
+ */
+void
+PresenceBecomeRole(Oid role, PresenceRoleSave *save)
+{
+	GetUserIdAndSecContext(&save->userid, &save->sec_context);
+	SetUserIdAndSecContext(role,
+						   save->sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save->guc_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+/*
+ * Undo PresenceBecomeRole.
+ */
+void
+PresenceRestoreRole(const PresenceRoleSave *save)
+{
+	AtEOXact_GUC(true, save->guc_nestlevel);
+	SetUserIdAndSecContext(save->userid, save->sec_context);
 }

@@ -75,6 +75,24 @@ ReadUserRow(PresenceUser *u)
 }
 
 /*
+ * Offer a session's stored deadlines and the user's announced status to
+ * the session cache.  The caller holds the user's row lock and the values
+ * are what its transaction stored or read under that lock, so they hold
+ * until it ends; the cache takes them if it commits.
+ */
+static void
+CacheSession(const PresenceUser *u, const PresenceSession *s)
+{
+	PresenceCachedSession row;
+
+	row.away_at = s->away_at;
+	row.end_at = s->end_at;
+	row.due_at = s->due_at;
+	row.status = u->status;
+	PresenceCacheStage(u->user_id, s->session_id, &row);
+}
+
+/*
  * Load the user's sessions into u->sessions.  The caller holds the user's
  * row lock, which every session writer takes first, so they cannot change
  * underneath.
@@ -107,6 +125,7 @@ LoadSessions(PresenceUser *u)
 		PresenceGetTimestamp(i, 6, &s->end_at);
 		PresenceGetTimestamp(i, 7, &s->due_at);
 		u->sessions = lappend(u->sessions, s);
+		CacheSession(u, s);
 	}
 }
 
@@ -153,7 +172,7 @@ PresenceLockUser(const char *user_id, bool create, bool skip_locked,
 			elog(ERROR, "could not lock presence user \"%s\"", user_id);
 	}
 	ReadUserRow(u);
-	LoadSessions(u);
+	LoadSessions(u);			/* after ReadUserRow: caches u->status */
 	return true;
 }
 
@@ -273,6 +292,7 @@ PresenceDeleteSession(PresenceUser *u, PresenceSession *s, const char *reason,
 	Datum		values[2];
 
 	PresenceRoomsSessionEnded(u, s->session_id, reason, at);
+	PresenceCacheForget(u->user_id, s->session_id);
 	values[0] = CStringGetTextDatum(u->user_id);
 	values[1] = CStringGetTextDatum(s->session_id);
 	PresenceExecute(PresencePrepare(&delete_session_plan,
@@ -327,6 +347,7 @@ PresenceWriteSession(PresenceUser *u, PresenceSession *s, bool is_new,
 										lengthof(argtypes), argtypes),
 						values, nulls, false, 0);
 	PresenceNoteDeadline(s->due_at);
+	CacheSession(u, s);
 }
 
 /*
@@ -348,6 +369,7 @@ MarkIdleProcessed(PresenceUser *u, PresenceSession *s)
 									" WHERE user_id = $1 AND session_id = $2",
 									3, argtypes),
 					values, NULL, false, 0);
+	CacheSession(u, s);
 }
 
 /*
@@ -362,6 +384,7 @@ WriteUser(PresenceUser *u)
 	Datum		values[9];
 	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	const char *manual = PresenceManualName(u->manual);
+	ListCell   *lc;
 
 	values[0] = CStringGetTextDatum(u->user_id);
 	values[1] = CStringGetTextDatum(PresenceStatusName(u->status));
@@ -396,6 +419,15 @@ WriteUser(PresenceUser *u)
 									lengthof(argtypes), argtypes),
 					values, nulls, false, 0);
 	u->dirty = false;
+
+	/* The announced status is cached with each session. */
+	foreach(lc, u->sessions)
+	{
+		PresenceSession *s = (PresenceSession *) lfirst(lc);
+
+		if (!s->deleted)
+			CacheSession(u, s);
+	}
 }
 
 /*

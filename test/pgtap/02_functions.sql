@@ -1,25 +1,36 @@
 -- 02_functions.sql: every function of presence--1.0.sql exists with its
 -- exact signature (argument names, types and defaults), return type,
 -- language, volatility and strictness, and runs as SECURITY DEFINER with
--- search_path pinned to pg_catalog, pg_temp.
+-- search_path pinned to pg_catalog, pg_temp; all but heartbeat() and
+-- heartbeat_many(), which are plain functions that switch to their owner
+-- and pin the search_path in C whenever they touch the tables.
 BEGIN;
-SELECT plan(214);
+SELECT plan(224);
 SET LOCAL search_path = public, pg_catalog;
 
 SELECT functions_are('presence',
 	ARRAY['heartbeat', 'heartbeat_many', 'disconnect', 'set_status', 'sweep', 'worker_status',
+		  'cache_status',
 		  'statuses', 'get', 'online_users', 'counts', 'changes',
 		  'join', 'leave', 'set_meta', 'typing', 'broadcast', 'room_channel',
 		  'members', 'room_count', 'rooms', 'typing_users', 'time_in_status'],
 	'schema presence has exactly the documented functions');
 
--- Nothing in the schema may run with the caller's rights or search_path.
+-- Nothing in the schema may run SQL with the caller's rights or search_path.
 SELECT is_empty(
 	$$ SELECT p.oid::regprocedure::text FROM pg_proc p
 		WHERE p.pronamespace = 'presence'::regnamespace
+		  AND p.proname NOT IN ('heartbeat', 'heartbeat_many')
 		  AND (NOT p.prosecdef OR p.proconfig IS DISTINCT FROM
 			   ARRAY['search_path=pg_catalog, pg_temp']) $$,
-	'every function in presence is SECURITY DEFINER with search_path = pg_catalog, pg_temp');
+	'every function in presence but the heartbeats is SECURITY DEFINER with search_path = pg_catalog, pg_temp');
+SELECT is_empty(
+	$$ SELECT p.oid::regprocedure::text FROM pg_proc p
+		WHERE p.pronamespace = 'presence'::regnamespace
+		  AND p.proname IN ('heartbeat', 'heartbeat_many')
+		  AND (p.prosecdef OR p.proconfig IS NOT NULL
+			   OR p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')) $$,
+	'heartbeat() and heartbeat_many() are plain C functions (they switch roles in C)');
 
 -- Each function: has_function, function_returns, full argument list with
 -- defaults, language, volatility, strictness, definer, pinned search_path.
@@ -51,6 +62,10 @@ INSERT INTO tap_fn VALUES
  'presence.worker_status()', 'setof record',
  'OUT pid integer, OUT started_at timestamp with time zone, OUT last_sweep timestamp with time zone, OUT next_wake timestamp with time zone, OUT transitions bigint, OUT errors bigint, OUT last_error text',
  'SETOF record', 'c', 'volatile', true),
+('cache_status', ARRAY[]::name[],
+ 'presence.cache_status()', 'record',
+ 'OUT max_sessions bigint, OUT sessions bigint, OUT sessions_here bigint, OUT rejected bigint, OUT shared_bytes bigint',
+ 'record', 'c', 'volatile', true),
 ('statuses', ARRAY['text[]'],
  'presence.statuses(text[])', 'setof record',
  'user_ids text[]',
@@ -141,11 +156,16 @@ SELECT CASE WHEN strict
 			THEN is_strict('presence', name, args, sig || ' is STRICT')
 			ELSE isnt_strict('presence', name, args, sig || ' is CALLED ON NULL INPUT') END
   FROM tap_fn ORDER BY name;
-SELECT is_definer('presence', name, args, sig || ' is SECURITY DEFINER')
+SELECT CASE WHEN name IN ('heartbeat', 'heartbeat_many')
+			THEN isnt_definer('presence', name, args, sig || ' is not SECURITY DEFINER')
+			ELSE is_definer('presence', name, args, sig || ' is SECURITY DEFINER') END
   FROM tap_fn ORDER BY name;
-SELECT is((SELECT proconfig FROM pg_proc WHERE oid = to_regprocedure(sig)),
-		  ARRAY['search_path=pg_catalog, pg_temp'],
-		  sig || ' pins search_path = pg_catalog, pg_temp')
+SELECT CASE WHEN name IN ('heartbeat', 'heartbeat_many')
+			THEN is((SELECT proconfig FROM pg_proc WHERE oid = to_regprocedure(sig)),
+					NULL, sig || ' has no SET clause')
+			ELSE is((SELECT proconfig FROM pg_proc WHERE oid = to_regprocedure(sig)),
+					ARRAY['search_path=pg_catalog, pg_temp'],
+					sig || ' pins search_path = pg_catalog, pg_temp') END
   FROM tap_fn ORDER BY name;
 
 -- Argument names are part of the API (named notation).

@@ -2,7 +2,7 @@
 -- default, unit, type and context.  The test cluster runs with
 -- presence.startup_grace = 0, so defaults are read from boot_val.
 BEGIN;
-SELECT plan(19);
+SELECT plan(21);
 SET LOCAL search_path = public, pg_catalog;
 
 SELECT results_eq(
@@ -15,6 +15,7 @@ SELECT results_eq(
 			  ('presence.history_retention', 'integer', 's', '2592000', 'superuser'),
 			  ('presence.join_check', 'string', NULL, '', 'superuser'),
 			  ('presence.max_databases', 'integer', NULL, '64', 'postmaster'),
+			  ('presence.max_sessions', 'integer', NULL, '100000', 'postmaster'),
 			  ('presence.meta_interval', 'integer', 'ms', '100', 'user'),
 			  ('presence.session_ttl', 'integer', 'ms', '60000', 'user'),
 			  ('presence.startup_grace', 'integer', 'ms', '30000', 'sighup'),
@@ -29,6 +30,9 @@ SELECT is(current_setting('presence.channel'), 'presence', 'presence.channel def
 SELECT is(current_setting('presence.history_retention'), '30d', 'presence.history_retention defaults to 30d');
 SELECT is(current_setting('presence.batch_size'), '1000', 'presence.batch_size defaults to 1000');
 SELECT is(current_setting('presence.max_databases'), '64', 'presence.max_databases defaults to 64');
+SELECT is(current_setting('presence.max_sessions'), '100000', 'presence.max_sessions defaults to 100000');
+SELECT cmp_ok((SELECT shared_bytes::numeric / max_sessions FROM presence.cache_status()), '<', 256::numeric,
+			  'the session cache takes under 256 bytes of shared memory per session');
 SELECT is((SELECT boot_val || unit FROM pg_settings WHERE name = 'presence.startup_grace'),
 		  '30000ms', 'presence.startup_grace defaults to 30s');
 SELECT is(current_setting('presence.startup_grace'), '0', 'this cluster runs with presence.startup_grace = 0');

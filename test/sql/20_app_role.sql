@@ -7,6 +7,7 @@ CREATE ROLE presence_app;
 GRANT USAGE ON SCHEMA presence TO presence_app;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA presence TO presence_app;
 CREATE ROLE presence_nobody;
+SELECT coalesce(max(seq), 0) AS base FROM presence.history \gset
 
 SET ROLE presence_app;
 SELECT presence.heartbeat('app_alice', 'tab');
@@ -20,7 +21,7 @@ SELECT presence.broadcast('app_room', '{"ping": true}');
 SELECT presence.leave('app_room', 'app_bob');
 SELECT presence.disconnect('app_bob');
 SELECT presence.sweep(now() + interval '2 hours') > 0 AS swept;
-SELECT user_id, status, reason FROM presence.changes()
+SELECT user_id, status, reason FROM presence.changes(:base)
  WHERE user_id LIKE 'app\_%' ORDER BY seq;
 SELECT user_id, status, sessions FROM presence.get('app_alice');
 SELECT count(*) FROM presence.members('app_room');
