@@ -11,13 +11,15 @@
 #
 #   1  steady-state heartbeat vs SELECT 1 and vs the naive upsert, with a
 #      breakdown of the call; WAL bytes per heartbeat
-#   2  heartbeat_many() in batches of 1000 (skipped if it does not exist)
-#   3  status-changing calls vs UPDATE + pg_notify
+#   2  heartbeat_many() in batches of 1000 vs the naive batch upsert and
+#      vs Redis (a private redis-server, pipelined ZADD from redis-benchmark)
+#   3  status-changing calls vs UPDATE + pg_notify (and UPDATE alone, to
+#      show what the NOTIFY commit lock costs)
 #   4  sweep(): nothing due at 1M sessions; 10,000 due among 1M vs among 10,000
 #   5  mass expiry of 100,000 sessions by the worker, seen by a LISTEN client
 #   6  deadline-to-event latency of 10,000 sessions spread over 60 s
 #   7  bloat of presence.sessions/users under steady heartbeats
-#   8  shared memory per tracked session
+#   8  shared memory per tracked session (the session cache)
 #
 # Throughput pairs run interleaved over several rounds (pgbench -c 8 -j 2
 # -M prepared) and the medians are compared.  It prints one table, every
@@ -227,6 +229,25 @@ if ! dpkg-query -W -f='${Status}' libpq-dev 2>/dev/null | grep -q 'install ok in
 	DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Lock::Timeout=300 \
 		--no-install-recommends install libpq-dev >/dev/null
 fi
+# Redis for the reference of section 2.  A policy-rc.d keeps the package
+# from starting a system-wide redis-server; the bench starts its own.
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+	if [ "$(id -u)" -eq 0 ]; then
+		log "installing redis-server (reference for section 2)"
+		policy_rc=/usr/sbin/policy-rc.d
+		had_policy=0
+		[ -e "$policy_rc" ] && had_policy=1
+		[ "$had_policy" -eq 1 ] || printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+		chmod +x "$policy_rc"
+		DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 update || true
+		DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Lock::Timeout=300 \
+			--no-install-recommends install redis-server redis-tools >/dev/null ||
+			log "could not install redis-server: the Redis reference is skipped"
+		[ "$had_policy" -eq 1 ] || rm -f "$policy_rc"
+	else
+		log "redis-server is missing: the Redis reference is skipped"
+	fi
+fi
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 RESDIR=$BENCH_SRC/results/$STAMP-$MODE
@@ -254,6 +275,7 @@ as_pg initdb -D "$WORK/data" -A trust -N -E UTF8 --locale=C.UTF-8 >"$WORK/initdb
 SETTINGS=$(cat <<CONF
 shared_preload_libraries = 'presence'
 presence.startup_grace = 0
+presence.max_sessions = 2000000
 shared_buffers = ${SHARED_BUFFERS_MB}MB
 max_connections = 50
 max_worker_processes = 16
@@ -382,10 +404,32 @@ if [ "$HAS_MANY" = t ]; then
 else
 	log "presence.heartbeat_many(text[], text[], boolean) not available: skipped"
 fi
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+	# The same shape of work: 8 clients, batches (pipelines) of 1000, keys
+	# drawn from as many members as there are users.  Redis serves from one
+	# thread; redis-benchmark's client takes the machine's other core.
+	REDIS_SOCK=$WORK/redis.sock
+	as_pg redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 \
+		--save '' --appendonly no --daemonize yes --pidfile "$WORK/redis.pid" \
+		--logfile "$WORK/redis.log" --dir "$WORK"
+	for _ in $(seq 100); do [ -S "$REDIS_SOCK" ] && break; sleep 0.1; done
+	REDIS_N=$((USERS * 20))
+	for ((r = 1; r <= ROUNDS; r++)); do
+		rps=$(as_pg redis-benchmark -s "$REDIS_SOCK" -c "$CLIENTS" -n "$REDIS_N" -P 1000 \
+			-r "$USERS" -t zadd -q 2>/dev/null | tr '\r' '\n' |
+			awk '/ZADD/ { for (i = 1; i <= NF; i++) if ($i == "requests") { print $(i - 1); exit } }')
+		rec many.redis "$rps"
+		log "round $r/$ROUNDS: redis pipelined ZADD = $rps/s"
+	done
+	kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
+else
+	log "redis-server or redis-benchmark not available: the Redis reference is skipped"
+fi
 
 # ---- 3. status-changing calls -------------------------------------------
 say "3. status-changing calls: connect + disconnect vs UPDATE + pg_notify (2 events per script)"
-rounds status bench presence:status_presence.sql ref:status_ref.sql
+rounds status bench presence:status_presence.sql ref:status_ref.sql \
+	ref_nonotify:status_ref_nonotify.sql
 say "3. the same with synchronous_commit = off (diagnostic: without the WAL flush)"
 PGB_ENV=(PGOPTIONS='-c synchronous_commit=off')
 ROUNDS_SAVED=$ROUNDS
@@ -545,13 +589,21 @@ rec bloat.autovacuum "$(q bloat "SELECT string_agg(relname || ': ' || autovacuum
 
 # ---- 8. memory ----------------------------------------------------------
 say "8. shared memory per tracked session"
+# The session cache is allocated whole at server start for
+# presence.max_sessions entries; the rest of presence's shared memory (the
+# worker slots) does not grow with sessions.
+read -r cap cached cache_bytes <<<"$(q postgres "SELECT max_sessions || ' ' || sessions || ' ' || shared_bytes FROM presence.cache_status()" | tr '|' ' ')"
 shm=$(q postgres "SELECT coalesce(sum(allocated_size), 0) FROM pg_shmem_allocations WHERE name ILIKE '%presence%'")
 total=0
 for db in bench sweep_big sweep_small live bloat; do
 	total=$((total + $(q "$db" "SELECT count(*) FROM presence.sessions")))
 done
+rec mem.cache_bytes "$cache_bytes"
+rec mem.cache_capacity "$cap"
+rec mem.cached "$cached"
 rec mem.shm "$shm"
 rec mem.sessions "$total"
+log "session cache: $cache_bytes bytes for $cap sessions; $cached cached now, $total live sessions in 5 databases"
 rec mem.table_bytes "$(q sweep_big "SELECT round((pg_total_relation_size('presence.sessions') + pg_total_relation_size('presence.users'))::numeric / count(*)) FROM presence.sessions")"
 q postgres "SELECT name, size, allocated_size FROM pg_shmem_allocations WHERE name ILIKE '%presence%'" |
 	sed 's/^/  pg_shmem_allocations: /'
@@ -599,10 +651,14 @@ say "results ($MODE run, $(($(date +%s) - T_START)) s)"
 		if (m == "") row("2", "heartbeat_many, batches of 1000", "not available", "", "-", ">= 1M hb/s", "skipped")
 		else {
 			row("2", "heartbeat_many, batches of 1000", num(m * 1000) " hb/s", "naive batch: " num(med("many.naive") * 1000) " hb/s", ratio(m, med("many.naive")), ">= 1M hb/s", verdict(m * 1000 >= 1000000))
+			rd = med("many.redis")
+			if (rd != "") row("", "  vs Redis, pipelined ZADD (P=1000)", num(m * 1000) " hb/s", "redis: " num(rd) " ZADD/s", ratio(m * 1000, rd), "> 1x", verdict(m * 1000 > rd))
 			row("", "  vs single heartbeat() calls", num(m * 1000) " hb/s", "heartbeat(): " num(hb) " hb/s", ratio(m * 1000, hb), "", "")
 		}
 		sp = med("status.presence"); sr = med("status.ref")
 		row("3", "status changes/s (connect, disconnect)", num(2 * sp) " /s", "UPDATE+pg_notify: " num(2 * sr) " /s", ratio(sp, sr), ">= 0.8x", verdict(sp >= 0.8 * sr))
+		sn = med("status.ref_nonotify")
+		row("", "  the reference without pg_notify", num(2 * sn) " /s", "UPDATE+pg_notify: " num(2 * sr) " /s", ratio(sn, sr), "(NOTIFY lock)", "")
 		ap = med("status_async.presence"); ar = med("status_async.ref")
 		row("", "  same, synchronous_commit = off", num(2 * ap) " /s", "UPDATE+pg_notify: " num(2 * ar) " /s", ratio(ap, ar), "(diagnostic)", "")
 		ib = med("sweep_idle.sweep_big"); is = med("sweep_idle.sweep_small")
@@ -621,7 +677,9 @@ say "results ($MODE run, $(($(date +%s) - T_START)) s)"
 		b1 = last("bloat.round1"); bf = last("bloat.fast"); bw = last("bloat.write")
 		row("7a", "bloat: +" last("cfg.fast_rounds") " rounds, fast path", sprintf("%.1f MB", bf / 1048576), sprintf("after round 1: %.1f MB", b1 / 1048576), ratio(bf, b1), "<= 1.2x", verdict(bf <= 1.2 * b1))
 		row("7b", "bloat: +" last("bloat.write_rounds") " rounds, granularity = 0", sprintf("%.1f MB", bw / 1048576), sprintf("after round 1: %.1f MB", b1 / 1048576), ratio(bw, b1), "<= 1.2x", verdict(bw <= 1.2 * b1))
-		row("8", "shared memory per tracked session", sprintf("%.4f B", last("mem.shm") / last("mem.sessions")), last("mem.shm") " B / " num(last("mem.sessions")) " sessions", "-", "(report)", "")
+		cb = last("mem.cache_bytes"); cc = last("mem.cache_capacity")
+		row("8", "shared memory per tracked session", sprintf("%.1f B", cb / cc), num(cb) " B for " num(cc) " (cache)", "-", "< 256 B", verdict(cb / cc < 256))
+		row("", "  named presence allocations (headers)", num(last("mem.shm")) " B", num(last("mem.cached")) " of " num(last("mem.sessions")) " sessions cached", "", "", "")
 		row("", "  (table bytes per session, " B ")", last("mem.table_bytes") " B", "", "", "", "")
 		if (wk != "") print "* presence.batch_size raised to 100000 for section 4: with the default 1000, sweep() did not finish within the timeout"
 	}' "$RESDIR/rounds.tsv"
