@@ -413,7 +413,7 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
 		--save '' --appendonly no --daemonize yes --pidfile "$WORK/redis.pid" \
 		--logfile "$WORK/redis.log" --dir "$WORK"
 	for _ in $(seq 100); do [ -S "$REDIS_SOCK" ] && break; sleep 0.1; done
-	REDIS_N=$((USERS * 20))
+	REDIS_N=$((USERS * 50))
 	for ((r = 1; r <= ROUNDS; r++)); do
 		rps=$(as_pg redis-benchmark -s "$REDIS_SOCK" -c "$CLIENTS" -n "$REDIS_N" -P 1000 \
 			-r "$USERS" -t zadd -q 2>/dev/null | tr '\r' '\n' |
@@ -592,7 +592,7 @@ say "8. shared memory per tracked session"
 # The session cache is allocated whole at server start for
 # presence.max_sessions entries; the rest of presence's shared memory (the
 # worker slots) does not grow with sessions.
-read -r cap cached cache_bytes <<<"$(q postgres "SELECT max_sessions || ' ' || sessions || ' ' || shared_bytes FROM presence.cache_status()" | tr '|' ' ')"
+read -r cap cached cache_bytes <<<"$(q bench "SELECT max_sessions || ' ' || sessions || ' ' || shared_bytes FROM presence.cache_status()" | tr '|' ' ')"
 shm=$(q postgres "SELECT coalesce(sum(allocated_size), 0) FROM pg_shmem_allocations WHERE name ILIKE '%presence%'")
 total=0
 for db in bench sweep_big sweep_small live bloat; do
