@@ -20,7 +20,7 @@ SELECT presence.broadcast('app_room', '{"ping": true}');
 SELECT presence.leave('app_room', 'app_bob');
 SELECT presence.disconnect('app_bob');
 SELECT presence.sweep(now() + interval '2 hours') > 0 AS swept;
-SELECT user_id, status, reason FROM presence.changes()
+SELECT user_id, status, reason FROM presence.changes(0, 100000)
  WHERE user_id LIKE 'app\_%' ORDER BY seq;
 SELECT user_id, status, sessions FROM presence.get('app_alice');
 SELECT count(*) FROM presence.members('app_room');
