@@ -87,6 +87,8 @@ extern int	PresenceExecute(SPIPlanPtr plan, const Datum *values,
 extern char *PresenceGetText(int row, int col);
 extern bool PresenceGetTimestamp(int row, int col, TimestampTz *value);
 extern Datum PresenceGetDatum(int row, int col, bool *isnull);
+extern Datum PresenceArray(Oid elemtype, const Datum *values,
+						   const bool *nulls, int n);
 
 /* ---- event.c: events queued in a transaction, published at commit ---- */
 typedef enum PresenceEventKind

@@ -13,6 +13,8 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "presence.h"
@@ -97,4 +99,26 @@ PresenceGetDatum(int row, int col, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
 						 isnull);
+}
+
+/*
+ * A one-dimensional array of n values of elemtype, NULLs allowed: the
+ * parameter of a set-wise statement, which takes a batch of rows as one
+ * array per column and unnests them.
+ */
+Datum
+PresenceArray(Oid elemtype, const Datum *values, const bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(elemtype));
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array((Datum *) values, (bool *) nulls,
+											  1, dims, lbs, elemtype, typlen,
+											  typbyval, typalign));
 }
