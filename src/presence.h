@@ -89,6 +89,7 @@ extern bool PresenceGetTimestamp(int row, int col, TimestampTz *value);
 extern Datum PresenceGetDatum(int row, int col, bool *isnull);
 extern Datum PresenceArray(Oid elemtype, const Datum *values,
 						   const bool *nulls, int n);
+extern Datum PresenceTextArray(const char *const *strings, int n);
 
 /* ---- event.c: events queued in a transaction, published at commit ---- */
 typedef enum PresenceEventKind

@@ -12,8 +12,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
@@ -102,9 +104,9 @@ PresenceGetDatum(int row, int col, bool *isnull)
 }
 
 /*
- * A one-dimensional array of n values of elemtype, NULLs allowed: the
- * parameter of a set-wise statement, which takes a batch of rows as one
- * array per column and unnests them.
+ * A one-dimensional array of n values of elemtype, with NULLs where nulls
+ * says so (nulls may be NULL: none): the parameter of a set-wise statement,
+ * which takes a batch of rows as one array per column and unnests them.
  */
 Datum
 PresenceArray(Oid elemtype, const Datum *values, const bool *nulls, int n)
@@ -121,4 +123,17 @@ PresenceArray(Oid elemtype, const Datum *values, const bool *nulls, int n)
 	return PointerGetDatum(construct_md_array((Datum *) values, (bool *) nulls,
 											  1, dims, lbs, elemtype, typlen,
 											  typbyval, typalign));
+}
+
+/*
+ * A text[] of n C strings, for the statements that take a batch of ids.
+ */
+Datum
+PresenceTextArray(const char *const *strings, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(strings[i]);
+	return PresenceArray(TEXTOID, elems, NULL, n);
 }
