@@ -56,8 +56,6 @@ static uint64 events_queued = 0;
 /* The earliest deadline this transaction stored; DT_NOEND if none. */
 static TimestampTz earliest_deadline = DT_NOEND;
 
-static SPIPlanPtr write_history_plan = NULL;
-
 /*
  * Copy a string into the current memory context, keeping NULL.
  */
@@ -258,15 +256,38 @@ WriteHistory(List *events)
 		H_IS_STATUS, H_USER_ID, H_STATUS, H_PREVIOUS, H_REASON, H_MESSAGE,
 		H_LAST_ACTIVE, H_AT, H_NCOLUMNS
 	};
-	static const Oid coltypes[H_NCOLUMNS] = {BOOLOID, TEXTOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	static const Oid argtypes[H_NCOLUMNS] = {BOOLARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+
+	/*
+	 * unnest ... WITH ORDINALITY yields the events in queue order, and
+	 * nextval is evaluated row by row in that order (a volatile output
+	 * column is computed after any sort), so seq order is queue order.
+	 */
+	static PresenceRowsStatement write_history = {
+		.one = "WITH e AS (SELECT pg_catalog.nextval('presence.seq') AS seq),"
+			" h AS (INSERT INTO presence.history"
+			"  (seq, user_id, status, previous, reason, message, last_active, at)"
+			"  SELECT seq, $2, $3::presence.status, $4::presence.status, $5, $6,"
+			"  $7, $8 FROM e WHERE $1)"
+			" SELECT seq FROM e",
+		.many = "WITH e AS"
+			" (SELECT pg_catalog.nextval('presence.seq') AS seq, d.*"
+			"  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) WITH ORDINALITY"
+			"   AS d(is_status, user_id, status, previous, reason, message,"
+			"   last_active, at, ord)"
+			"  ORDER BY d.ord),"
+			" h AS (INSERT INTO presence.history"
+			"  (seq, user_id, status, previous, reason, message, last_active, at)"
+			"  SELECT seq, user_id, status::presence.status,"
+			"  previous::presence.status, reason, message, last_active, at"
+			"  FROM e WHERE is_status)"
+			" SELECT seq FROM e ORDER BY ord",
+		.ncolumns = H_NCOLUMNS,
+		.types = {BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+			TIMESTAMPTZOID, TIMESTAMPTZOID}
+	};
 	int			n = list_length(events);
 	Datum	   *columns[H_NCOLUMNS];
 	bool	   *nulls[H_NCOLUMNS];
-	Datum		values[H_NCOLUMNS];
 	int64	   *seqs = palloc(sizeof(int64) * n);
 	ListCell   *lc;
 	int			i = 0;
@@ -302,28 +323,8 @@ WriteHistory(List *events)
 		}
 		i++;
 	}
-	for (int c = 0; c < H_NCOLUMNS; c++)
-		values[c] = PresenceArray(coltypes[c], columns[c], nulls[c], n);
 
-	/*
-	 * The events come out of unnest in queue order, and nextval runs after
-	 * the sort anyway, so seq order is queue order.
-	 */
-	if (PresenceExecute(PresencePrepare(&write_history_plan,
-										"WITH e AS (SELECT pg_catalog.nextval('presence.seq') AS seq, d.*"
-										"  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) WITH ORDINALITY"
-										"   AS d(is_status, user_id, status, previous, reason, message,"
-										"   last_active, at, ord)"
-										"  ORDER BY d.ord),"
-										" h AS (INSERT INTO presence.history"
-										"  (seq, user_id, status, previous, reason, message,"
-										"  last_active, at)"
-										"  SELECT seq, user_id, status::presence.status,"
-										"  previous::presence.status, reason, message, last_active, at"
-										"  FROM e WHERE is_status)"
-										" SELECT seq FROM e ORDER BY ord",
-										H_NCOLUMNS, argtypes),
-						values, NULL, false, 0) != n)
+	if (PresenceExecuteRows(&write_history, columns, nulls, n) != n)
 		elog(ERROR, "could not draw a seq for each of %d events", n);
 	for (i = 0; i < n; i++)
 	{

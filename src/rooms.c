@@ -55,7 +55,6 @@ PG_FUNCTION_INFO_V1(presence_typing);
 PG_FUNCTION_INFO_V1(presence_broadcast);
 PG_FUNCTION_INFO_V1(presence_room_channel);
 
-static SPIPlanPtr roomed_users_plan = NULL;
 static SPIPlanPtr user_rooms_plan = NULL;
 static SPIPlanPtr room_sessions_plan = NULL;
 static SPIPlanPtr session_rooms_plan = NULL;
@@ -207,28 +206,25 @@ QueueRoomEvent(PresenceEventKind kind, const char *room, const PresenceUser *u,
 void
 PresenceRoomsFindRoomless(PresenceUser *users, int n)
 {
-	static const Oid argtypes[] = {TEXTARRAYOID};
-	Datum		values[1];
+	static PresenceRowsStatement roomed_users = {
+		.one = NULL,
+		.many = "SELECT i.ord FROM unnest($1) WITH ORDINALITY AS i(user_id, ord)"
+			" WHERE EXISTS (SELECT FROM presence.members m"
+			"  WHERE m.user_id = i.user_id)"
+			" OR i.user_id IN (SELECT t.user_id FROM presence.typing t)",
+		.ncolumns = 1, .types = {TEXTOID}
+	};
+	Datum	   *ids;
 	int			rows;
 
 	if (n == 0)
 		return;
 	for (int i = 0; i < n; i++)
 		users[i].no_rooms = true;
-	values[0] = PresenceUserIdArray(users, n);
-	rows = PresenceExecute(PresencePrepare(&roomed_users_plan,
-										   "SELECT i.ord FROM unnest($1) WITH ORDINALITY AS i(user_id, ord)"
-										   " WHERE EXISTS (SELECT FROM presence.members m"
-										   "  WHERE m.user_id = i.user_id)"
-										   " OR i.user_id IN (SELECT t.user_id FROM presence.typing t)",
-										   1, argtypes),
-						   values, NULL, false, 0);
+	ids = PresenceUserIds(users, n);
+	rows = PresenceExecuteRows(&roomed_users, &ids, NULL, n);
 	for (int i = 0; i < rows; i++)
-	{
-		bool		isnull;
-
-		users[DatumGetInt64(PresenceGetDatum(i, 1, &isnull)) - 1].no_rooms = false;
-	}
+		PresenceRowUser(users, i, 1)->no_rooms = false;
 }
 
 /*

@@ -53,17 +53,54 @@
 #define DUE_END			0x02
 #define DUE_EXPIRE		0x04
 
-static SPIPlanPtr lock_users_plan = NULL;
-static SPIPlanPtr lock_users_skip_plan = NULL;
 static SPIPlanPtr insert_user_plan = NULL;
-static SPIPlanPtr load_sessions_plan = NULL;
 static SPIPlanPtr insert_session_plan = NULL;
 static SPIPlanPtr update_session_plan = NULL;
 
+#define USER_COLUMNS \
+	"user_id, status::text, message, since, last_active, last_seen," \
+	" manual, manual_message, manual_until"
+
 /*
- * The writes a batch can defer, each carried out by one set-wise statement
- * however many rows it has: the rows are passed as one array per column
- * and unnested.  A write made at once is a batch of one row.
+ * Lock users' rows and return them (USER_COLUMNS), without and with SKIP
+ * LOCKED.  A batch is locked in user_id order, bytewise, as sweeps sort
+ * the ids they settle: two sweeps take their locks in the same order and
+ * cannot deadlock, and the users are settled, and their events queued, in
+ * that order.
+ */
+static PresenceRowsStatement lock_users = {
+	.one = "SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = $1"
+		" FOR NO KEY UPDATE",
+	.many = "SELECT " USER_COLUMNS " FROM presence.users"
+		" WHERE user_id = ANY ($1) ORDER BY user_id COLLATE \"C\""
+		" FOR NO KEY UPDATE",
+	.ncolumns = 1, .types = {TEXTOID}
+};
+static PresenceRowsStatement lock_users_skip = {
+	.one = "SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = $1"
+		" FOR NO KEY UPDATE SKIP LOCKED",
+	.many = "SELECT " USER_COLUMNS " FROM presence.users"
+		" WHERE user_id = ANY ($1) ORDER BY user_id COLLATE \"C\""
+		" FOR NO KEY UPDATE SKIP LOCKED",
+	.ncolumns = 1, .types = {TEXTOID}
+};
+
+/* The sessions of users, with the position of their user in the batch. */
+static PresenceRowsStatement load_sessions = {
+	.one = "SELECT 1::bigint, session_id, started_at, last_seen, last_active,"
+		" away_at, end_at, due_at FROM presence.sessions WHERE user_id = $1"
+		" ORDER BY session_id",
+	.many = "SELECT i.ord, s.session_id, s.started_at, s.last_seen,"
+		" s.last_active, s.away_at, s.end_at, s.due_at"
+		" FROM unnest($1) WITH ORDINALITY AS i(user_id, ord)"
+		" JOIN presence.sessions s ON s.user_id = i.user_id"
+		" ORDER BY i.ord, s.session_id",
+	.ncolumns = 1, .types = {TEXTOID}
+};
+
+/*
+ * The writes a batch can defer.  Each is one statement whatever the number
+ * of rows; a write made at once is a batch of one row.
  */
 typedef enum WriteKind
 {
@@ -73,53 +110,40 @@ typedef enum WriteKind
 	NUM_WRITE_KINDS
 } WriteKind;
 
-#define MAX_WRITE_COLUMNS	9
-
-typedef struct WriteColumn
-{
-	Oid			type;
-	Oid			arraytype;
-	int16		typlen;
-	bool		typbyval;
-} WriteColumn;
-
-#define TEXT_COLUMN			{TEXTOID, TEXTARRAYOID, -1, false}
-#define TIMESTAMPTZ_COLUMN	{TIMESTAMPTZOID, TIMESTAMPTZARRAYOID, \
-							 sizeof(TimestampTz), FLOAT8PASSBYVAL}
-
-typedef struct WriteStatement
-{
-	const char *sql;
-	int			ncolumns;
-	WriteColumn columns[MAX_WRITE_COLUMNS];
-	SPIPlanPtr	plan;
-} WriteStatement;
-
-static WriteStatement write_statements[NUM_WRITE_KINDS] = {
+static PresenceRowsStatement write_statements[NUM_WRITE_KINDS] = {
 	[WRITE_DELETE_SESSION] = {
-		"DELETE FROM presence.sessions s"
-		" USING unnest($1, $2) AS d(user_id, session_id)"
-		" WHERE s.user_id = d.user_id AND s.session_id = d.session_id",
-		2, {TEXT_COLUMN, TEXT_COLUMN}
+		.one = "DELETE FROM presence.sessions"
+			" WHERE user_id = $1 AND session_id = $2",
+		.many = "DELETE FROM presence.sessions s"
+			" USING unnest($1, $2) AS d(user_id, session_id)"
+			" WHERE s.user_id = d.user_id AND s.session_id = d.session_id",
+		.ncolumns = 2, .types = {TEXTOID, TEXTOID}
 	},
 	[WRITE_IDLE_MARK] = {
-		"UPDATE presence.sessions s SET due_at = d.due_at"
-		" FROM unnest($1, $2, $3) AS d(user_id, session_id, due_at)"
-		" WHERE s.user_id = d.user_id AND s.session_id = d.session_id",
-		3, {TEXT_COLUMN, TEXT_COLUMN, TIMESTAMPTZ_COLUMN}
+		.one = "UPDATE presence.sessions SET due_at = $3"
+			" WHERE user_id = $1 AND session_id = $2",
+		.many = "UPDATE presence.sessions s SET due_at = d.due_at"
+			" FROM unnest($1, $2, $3) AS d(user_id, session_id, due_at)"
+			" WHERE s.user_id = d.user_id AND s.session_id = d.session_id",
+		.ncolumns = 3, .types = {TEXTOID, TEXTOID, TIMESTAMPTZOID}
 	},
 	[WRITE_USER] = {
-		"UPDATE presence.users u SET status = d.status::presence.status,"
-		" message = d.message, since = d.since, last_active = d.last_active,"
-		" last_seen = d.last_seen, manual = d.manual,"
-		" manual_message = d.manual_message, manual_until = d.manual_until"
-		" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS d(user_id, status,"
-		" message, since, last_active, last_seen, manual, manual_message,"
-		" manual_until)"
-		" WHERE u.user_id = d.user_id",
-		9, {TEXT_COLUMN, TEXT_COLUMN, TEXT_COLUMN, TIMESTAMPTZ_COLUMN,
-			TIMESTAMPTZ_COLUMN, TIMESTAMPTZ_COLUMN, TEXT_COLUMN, TEXT_COLUMN,
-		TIMESTAMPTZ_COLUMN}
+		.one = "UPDATE presence.users SET status = $2::presence.status,"
+			" message = $3, since = $4, last_active = $5, last_seen = $6,"
+			" manual = $7, manual_message = $8, manual_until = $9"
+			" WHERE user_id = $1",
+		.many = "UPDATE presence.users u"
+			" SET status = d.status::presence.status, message = d.message,"
+			" since = d.since, last_active = d.last_active,"
+			" last_seen = d.last_seen, manual = d.manual,"
+			" manual_message = d.manual_message, manual_until = d.manual_until"
+			" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+			" AS d(user_id, status, message, since, last_active, last_seen,"
+			" manual, manual_message, manual_until)"
+			" WHERE u.user_id = d.user_id",
+		.ncolumns = 9,
+		.types = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+			TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
 	},
 };
 
@@ -128,8 +152,8 @@ typedef struct WriteRows
 {
 	int			n;
 	int			size;
-	Datum	   *values[MAX_WRITE_COLUMNS];
-	bool	   *nulls[MAX_WRITE_COLUMNS];
+	Datum	   *values[PRESENCE_MAX_COLUMNS];
+	bool	   *nulls[PRESENCE_MAX_COLUMNS];
 } WriteRows;
 
 /*
@@ -143,57 +167,17 @@ struct PresenceWrites
 };
 
 /*
- * Run the statement of one kind of write for n rows, given column by
- * column.
+ * Record a row of a kind of write in a batch, copying its values into the
+ * batch's memory.
  */
 static void
-ExecuteWrites(WriteKind kind, Datum *const *columns, bool *const *nulls,
-			  int n)
+RecordWrite(PresenceWrites *w, WriteKind kind, const Datum *values,
+			const bool *nulls)
 {
-	WriteStatement *stmt = &write_statements[kind];
-	Oid			argtypes[MAX_WRITE_COLUMNS];
-	Datum		values[MAX_WRITE_COLUMNS];
+	PresenceRowsStatement *stmt = &write_statements[kind];
+	WriteRows  *rows = &w->rows[kind];
+	MemoryContext oldcxt = MemoryContextSwitchTo(w->cxt);
 
-	for (int c = 0; c < stmt->ncolumns; c++)
-	{
-		argtypes[c] = stmt->columns[c].arraytype;
-		values[c] = PresenceArray(stmt->columns[c].type, columns[c], nulls[c],
-								  n);
-	}
-	PresenceExecute(PresencePrepare(&stmt->plan, stmt->sql, stmt->ncolumns,
-									argtypes),
-					values, NULL, false, 0);
-}
-
-/*
- * Make one write of a user's: record it in the user's batch, whose flush
- * carries it out, or carry it out at once.  Either way the values are
- * taken as they are now.
- */
-static void
-Write(PresenceUser *u, WriteKind kind, Datum *values, bool *nulls)
-{
-	WriteStatement *stmt = &write_statements[kind];
-	PresenceWrites *w = u->writes;
-	WriteRows  *rows;
-	MemoryContext oldcxt;
-
-	if (w == NULL)
-	{
-		Datum	   *columns[MAX_WRITE_COLUMNS];
-		bool	   *colnulls[MAX_WRITE_COLUMNS];
-
-		for (int c = 0; c < stmt->ncolumns; c++)
-		{
-			columns[c] = &values[c];
-			colnulls[c] = &nulls[c];
-		}
-		ExecuteWrites(kind, columns, colnulls, 1);
-		return;
-	}
-
-	rows = &w->rows[kind];
-	oldcxt = MemoryContextSwitchTo(w->cxt);
 	if (rows->n == rows->size)
 	{
 		rows->size = Max(2 * rows->size, 64);
@@ -215,13 +199,39 @@ Write(PresenceUser *u, WriteKind kind, Datum *values, bool *nulls)
 	}
 	for (int c = 0; c < stmt->ncolumns; c++)
 	{
+		bool		text = (stmt->types[c] == TEXTOID);
+
+		Assert(text || stmt->types[c] == TIMESTAMPTZOID);
 		rows->nulls[c][rows->n] = nulls[c];
-		rows->values[c][rows->n] = nulls[c] ? (Datum) 0 :
-			datumCopy(values[c], stmt->columns[c].typbyval,
-					  stmt->columns[c].typlen);
+		rows->values[c][rows->n] = (nulls[c] || !text) ? values[c] :
+			datumCopy(values[c], false, -1);
 	}
 	rows->n++;
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Make one write of a user's: record it in the user's batch, whose flush
+ * carries it out, or carry it out at once.  Either way the values are
+ * taken as they are now.
+ */
+static void
+Write(PresenceUser *u, WriteKind kind, Datum *values, bool *nulls)
+{
+	Datum	   *columns[PRESENCE_MAX_COLUMNS];
+	bool	   *colnulls[PRESENCE_MAX_COLUMNS];
+
+	if (u->writes != NULL)
+	{
+		RecordWrite(u->writes, kind, values, nulls);
+		return;
+	}
+	for (int c = 0; c < write_statements[kind].ncolumns; c++)
+	{
+		columns[c] = &values[c];
+		colnulls[c] = &nulls[c];
+	}
+	PresenceExecuteRows(&write_statements[kind], columns, colnulls, 1);
 }
 
 /*
@@ -250,14 +260,11 @@ PresenceWritesFlush(PresenceWrites *w)
 
 		if (rows->n == 0)
 			continue;
-		ExecuteWrites((WriteKind) k, rows->values, rows->nulls, rows->n);
+		PresenceExecuteRows(&write_statements[k], rows->values, rows->nulls,
+							rows->n);
 		rows->n = 0;
 	}
 }
-
-#define USER_COLUMNS \
-	"user_id, status::text, message, since, last_active, last_seen," \
-	" manual, manual_message, manual_until"
 
 /*
  * Fill *u from a row of the last SPI result (USER_COLUMNS).
@@ -278,17 +285,29 @@ ReadUserRow(int row, PresenceUser *u)
 }
 
 /*
- * A text[] of the ids of n users, for the queries that take a batch and
- * return each row's position in it (WITH ORDINALITY).
+ * Text datums of the ids of n users, the column of the statements that
+ * take a batch of users and return each row's position in it.
  */
-Datum
-PresenceUserIdArray(const PresenceUser *users, int n)
+Datum *
+PresenceUserIds(const PresenceUser *users, int n)
 {
 	const char **ids = palloc(sizeof(char *) * Max(n, 1));
 
 	for (int i = 0; i < n; i++)
 		ids[i] = users[i].user_id;
-	return PresenceTextArray(ids, n);
+	return PresenceTextDatums(ids, n);
+}
+
+/*
+ * The user a result row is about, by its position (column col, 1-based)
+ * in the batch.
+ */
+PresenceUser *
+PresenceRowUser(PresenceUser *users, int row, int col)
+{
+	bool		isnull;
+
+	return &users[DatumGetInt64(PresenceGetDatum(row, col, &isnull)) - 1];
 }
 
 /*
@@ -299,25 +318,13 @@ PresenceUserIdArray(const PresenceUser *users, int n)
 static void
 LoadSessions(PresenceUser *users, int n)
 {
-	static const Oid argtypes[] = {TEXTARRAYOID};
-	Datum		values[1];
-	int			rows;
+	Datum	   *ids = PresenceUserIds(users, n);
+	int			rows = PresenceExecuteRows(&load_sessions, &ids, NULL, n);
 
-	values[0] = PresenceUserIdArray(users, n);
-	rows = PresenceExecute(PresencePrepare(&load_sessions_plan,
-										   "SELECT i.ord, s.session_id, s.started_at, s.last_seen,"
-										   " s.last_active, s.away_at, s.end_at, s.due_at"
-										   " FROM unnest($1) WITH ORDINALITY AS i(user_id, ord)"
-										   " JOIN presence.sessions s ON s.user_id = i.user_id"
-										   " ORDER BY i.ord, s.session_id",
-										   1, argtypes),
-						   values, NULL, false, 0);
 	for (int i = 0; i < rows; i++)
 	{
 		PresenceSession *s = palloc0(sizeof(PresenceSession));
-		bool		isnull;
-		PresenceUser *u = &users[DatumGetInt64(PresenceGetDatum(i, 1,
-																&isnull)) - 1];
+		PresenceUser *u = PresenceRowUser(users, i, 1);
 
 		s->session_id = PresenceGetText(i, 2);
 		PresenceGetTimestamp(i, 3, &s->started_at);
@@ -333,41 +340,22 @@ LoadSessions(PresenceUser *users, int n)
 /*
  * Lock the rows of a batch of users and load their state into users[],
  * which has room for n; returns how many were locked, filled in from the
- * start.  Users without a row are left out, and so, with skip_locked (the
- * worker), are users whose row another transaction holds, to be retried
- * later, so the worker never waits behind an application.
- *
- * The rows are locked in user_id order, bytewise, as sweeps sort the ids
- * they settle: two sweeps take their locks in the same order and cannot
- * deadlock, and the users are settled, and their events queued, in that
- * order.
+ * start in user_id order.  Users without a row are left out, and so, with
+ * skip_locked (the worker), are users whose row another transaction holds,
+ * to be retried later, so the worker never waits behind an application.
  */
 int
 PresenceLockUsers(const char *const *user_ids, int n, bool skip_locked,
 				  PresenceUser *users)
 {
-	static const Oid argtypes[] = {TEXTARRAYOID};
-	Datum		values[1];
-	SPIPlanPtr	plan;
+	Datum	   *ids;
 	int			locked;
 
 	if (n == 0)
 		return 0;
-	values[0] = PresenceTextArray(user_ids, n);
-	if (skip_locked)
-		plan = PresencePrepare(&lock_users_skip_plan,
-							   "SELECT " USER_COLUMNS " FROM presence.users"
-							   " WHERE user_id = ANY ($1) ORDER BY user_id COLLATE \"C\""
-							   " FOR NO KEY UPDATE SKIP LOCKED",
-							   1, argtypes);
-	else
-		plan = PresencePrepare(&lock_users_plan,
-							   "SELECT " USER_COLUMNS " FROM presence.users"
-							   " WHERE user_id = ANY ($1) ORDER BY user_id COLLATE \"C\""
-							   " FOR NO KEY UPDATE",
-							   1, argtypes);
-
-	locked = PresenceExecute(plan, values, NULL, false, 0);
+	ids = PresenceTextDatums(user_ids, n);
+	locked = PresenceExecuteRows(skip_locked ? &lock_users_skip : &lock_users,
+								 &ids, NULL, n);
 	for (int i = 0; i < locked; i++)
 		ReadUserRow(i, &users[i]);
 	if (locked > 0)

@@ -72,7 +72,8 @@ extern bool PresenceLockUser(const char *user_id, bool create,
 							 PresenceUser *u);
 extern int	PresenceLockUsers(const char *const *user_ids, int n,
 							  bool skip_locked, PresenceUser *users);
-extern Datum PresenceUserIdArray(const PresenceUser *users, int n);
+extern Datum *PresenceUserIds(const PresenceUser *users, int n);
+extern PresenceUser *PresenceRowUser(PresenceUser *users, int row, int col);
 extern PresenceWrites *PresenceWritesCreate(void);
 extern void PresenceWritesFlush(PresenceWrites *writes);
 extern void PresenceSettle(PresenceUser *u, TimestampTz as_of);
