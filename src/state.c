@@ -62,27 +62,24 @@ static SPIPlanPtr update_session_plan = NULL;
 	" manual, manual_message, manual_until"
 
 /*
- * Lock users' rows and return them (USER_COLUMNS), without and with SKIP
- * LOCKED.  A batch is locked in user_id order, bytewise, as sweeps sort
- * the ids they settle: two sweeps take their locks in the same order and
- * cannot deadlock, and the users are settled, and their events queued, in
- * that order.
+ * Lock users' rows and return them (USER_COLUMNS): [0] waits for rows that
+ * others hold, [1] skips them.  A batch is locked in user_id order,
+ * bytewise, as sweeps sort the ids they settle: two sweeps take their
+ * locks in the same order and cannot deadlock, and the users are settled,
+ * and their events queued, in that order.
  */
-static PresenceRowsStatement lock_users = {
-	.one = "SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = $1"
-		" FOR NO KEY UPDATE",
-	.many = "SELECT " USER_COLUMNS " FROM presence.users"
-		" WHERE user_id = ANY ($1) ORDER BY user_id COLLATE \"C\""
-		" FOR NO KEY UPDATE",
-	.ncolumns = 1, .types = {TEXTOID}
-};
-static PresenceRowsStatement lock_users_skip = {
-	.one = "SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = $1"
-		" FOR NO KEY UPDATE SKIP LOCKED",
-	.many = "SELECT " USER_COLUMNS " FROM presence.users"
-		" WHERE user_id = ANY ($1) ORDER BY user_id COLLATE \"C\""
-		" FOR NO KEY UPDATE SKIP LOCKED",
-	.ncolumns = 1, .types = {TEXTOID}
+#define LOCK_ONE_USER \
+	"SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = $1" \
+	" FOR NO KEY UPDATE"
+#define LOCK_USERS \
+	"SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = ANY ($1)" \
+	" ORDER BY user_id COLLATE \"C\" FOR NO KEY UPDATE"
+
+static PresenceRowsStatement lock_users[2] = {
+	{.one = LOCK_ONE_USER, .many = LOCK_USERS,
+	.ncolumns = 1, .types = {TEXTOID}},
+	{.one = LOCK_ONE_USER " SKIP LOCKED", .many = LOCK_USERS " SKIP LOCKED",
+	.ncolumns = 1, .types = {TEXTOID}},
 };
 
 /* The sessions of users, with the position of their user in the batch. */
@@ -354,8 +351,8 @@ PresenceLockUsers(const char *const *user_ids, int n, bool skip_locked,
 	if (n == 0)
 		return 0;
 	ids = PresenceTextDatums(user_ids, n);
-	locked = PresenceExecuteRows(skip_locked ? &lock_users_skip : &lock_users,
-								 &ids, NULL, n);
+	locked = PresenceExecuteRows(&lock_users[skip_locked ? 1 : 0], &ids, NULL,
+								 n);
 	for (int i = 0; i < locked; i++)
 		ReadUserRow(i, &users[i]);
 	if (locked > 0)
