@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * spi.c
- *	  Prepared statements and result accessors for the SQL that the
- *	  transition engine runs through SPI.
+ *	  Prepared statements, statements over batches of rows, and result
+ *	  accessors for the SQL that the transition engine runs through SPI.
  *
  * Every statement is prepared once per backend and kept; the plan cache
  * re-plans it by name if the extension's tables are dropped and created

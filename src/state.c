@@ -25,7 +25,8 @@
  * its sessions, and the writes the state machine decides for the batch's
  * users (session deletes, idle marks, users rows) are recorded as they are
  * decided and carried out together, one set-wise statement per kind, when
- * the batch is done.  The API writes at once, through the same statements.
+ * the batch is done.  The API, with one user, locks, loads and writes at
+ * once, through the one-row forms of the same statements.
  *
  * An invisible user must look exactly like one who disconnected when they
  * went invisible: the public columns of the users row (status, message,

@@ -15,7 +15,6 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -41,7 +40,11 @@ static DueSource due_sources[] = {
 	{"presence.members", "meta_due_at", NULL},	/* held-back metadata */
 };
 
-/* Users locked, loaded and written together by PresenceSettleUsers. */
+/*
+ * Users locked, loaded and written together by PresenceSettleUsers: a
+ * batch of presence.batch_size (at most 100,000) is taken in chunks of
+ * this many, which bounds the memory held and the size of each statement.
+ */
 #define PRESENCE_SETTLE_CHUNK	1000
 
 static SPIPlanPtr next_deadline_plan = NULL;
