@@ -7,7 +7,8 @@
  * Events are held in backend memory until XACT_EVENT_PRE_COMMIT.  There
  * the transaction takes the lock that PostgreSQL's own PreCommit_Notify
  * takes to keep the notification queue in commit order, and only then
- * draws each event's seq, inserts its history row and queues its NOTIFY.
+ * draws the events' seqs, inserts their history rows (one statement for
+ * them all) and queues their NOTIFYs.
  * Holding that lock from the first seq to the commit makes seq order equal
  * commit order, so a listener that catches up with changes(since) can never
  * miss an event that committed late with a lower seq.  The lock is held
@@ -54,9 +55,6 @@ static uint64 events_queued = 0;
 
 /* The earliest deadline this transaction stored; DT_NOEND if none. */
 static TimestampTz earliest_deadline = DT_NOEND;
-
-static SPIPlanPtr insert_history_plan = NULL;
-static SPIPlanPtr next_seq_plan = NULL;
 
 /*
  * Copy a string into the current memory context, keeping NULL.
@@ -245,6 +243,99 @@ Notify(StringInfo payload, int64 seq, const PresenceEvent *ev,
 }
 
 /*
+ * Give the pending events their seqs, in the order they were queued, and
+ * write the history rows of the status events among them: one statement
+ * for the whole transaction, however many events it made.  Returns the
+ * seqs, in queue order.
+ */
+static int64 *
+WriteHistory(List *events)
+{
+	enum
+	{
+		H_IS_STATUS, H_USER_ID, H_STATUS, H_PREVIOUS, H_REASON, H_MESSAGE,
+		H_LAST_ACTIVE, H_AT, H_NCOLUMNS
+	};
+
+	/*
+	 * unnest ... WITH ORDINALITY yields the events in queue order, and
+	 * nextval is evaluated row by row in that order (a volatile output
+	 * column is computed after any sort), so seq order is queue order.
+	 */
+	static PresenceRowsStatement write_history = {
+		.one = "WITH e AS (SELECT pg_catalog.nextval('presence.seq') AS seq),"
+			" h AS (INSERT INTO presence.history"
+			"  (seq, user_id, status, previous, reason, message, last_active, at)"
+			"  SELECT seq, $2, $3::presence.status, $4::presence.status, $5, $6,"
+			"  $7, $8 FROM e WHERE $1)"
+			" SELECT seq FROM e",
+		.many = "WITH e AS"
+			" (SELECT pg_catalog.nextval('presence.seq') AS seq, d.*"
+			"  FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) WITH ORDINALITY"
+			"   AS d(is_status, user_id, status, previous, reason, message,"
+			"   last_active, at, ord)"
+			"  ORDER BY d.ord),"
+			" h AS (INSERT INTO presence.history"
+			"  (seq, user_id, status, previous, reason, message, last_active, at)"
+			"  SELECT seq, user_id, status::presence.status,"
+			"  previous::presence.status, reason, message, last_active, at"
+			"  FROM e WHERE is_status)"
+			" SELECT seq FROM e ORDER BY ord",
+		.ncolumns = H_NCOLUMNS,
+		.types = {BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+			TIMESTAMPTZOID, TIMESTAMPTZOID}
+	};
+	int			n = list_length(events);
+	Datum	   *columns[H_NCOLUMNS];
+	bool	   *nulls[H_NCOLUMNS];
+	int64	   *seqs = palloc(sizeof(int64) * n);
+	ListCell   *lc;
+	int			i = 0;
+
+	for (int c = 0; c < H_NCOLUMNS; c++)
+	{
+		columns[c] = palloc0(sizeof(Datum) * n);
+		nulls[c] = palloc(sizeof(bool) * n);
+		memset(nulls[c], true, sizeof(bool) * n);
+	}
+	foreach(lc, events)
+	{
+		PresenceEvent *ev = (PresenceEvent *) lfirst(lc);
+
+		columns[H_IS_STATUS][i] = BoolGetDatum(ev->kind == EVENT_STATUS);
+		nulls[H_IS_STATUS][i] = false;
+		if (ev->kind == EVENT_STATUS)
+		{
+			columns[H_USER_ID][i] = CStringGetTextDatum(ev->user_id);
+			columns[H_STATUS][i] =
+				CStringGetTextDatum(PresenceStatusName(ev->status));
+			columns[H_PREVIOUS][i] =
+				CStringGetTextDatum(PresenceStatusName(ev->previous));
+			columns[H_REASON][i] = CStringGetTextDatum(ev->reason);
+			if (ev->message)
+				columns[H_MESSAGE][i] = CStringGetTextDatum(ev->message);
+			columns[H_LAST_ACTIVE][i] = TimestampTzGetDatum(ev->last_active);
+			columns[H_AT][i] = TimestampTzGetDatum(ev->at);
+			nulls[H_USER_ID][i] = nulls[H_STATUS][i] = nulls[H_PREVIOUS][i] =
+				nulls[H_REASON][i] = nulls[H_AT][i] = false;
+			nulls[H_MESSAGE][i] = (ev->message == NULL);
+			nulls[H_LAST_ACTIVE][i] = !ev->has_last_active;
+		}
+		i++;
+	}
+
+	if (PresenceExecuteRows(&write_history, columns, nulls, n) != n)
+		elog(ERROR, "could not draw a seq for each of %d events", n);
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		seqs[i] = DatumGetInt64(PresenceGetDatum(i, 1, &isnull));
+	}
+	return seqs;
+}
+
+/*
  * Give each pending event its seq, its history row if it is a status
  * event, and its NOTIFYs, in the order the events were queued.  A status
  * event goes to the status channel and to the channel of each room the
@@ -255,13 +346,12 @@ Notify(StringInfo payload, int64 seq, const PresenceEvent *ev,
 static void
 PublishPendingEvents(void)
 {
-	static const Oid argtypes[] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	List	   *events = pending_events;
 	ListCell   *lc;
 	StringInfoData payload;
-	bool		isnull;
 	PresenceRoleSave save;
+	int64	   *seqs;
+	int			i = 0;
 
 	/* Detach first: nothing below may queue more, and an error drops them. */
 	pending_events = NIL;
@@ -278,41 +368,16 @@ PublishPendingEvents(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PresenceConnect();
 
+	seqs = WriteHistory(events);
 	initStringInfo(&payload);
 	foreach(lc, events)
 	{
 		PresenceEvent *ev = (PresenceEvent *) lfirst(lc);
-		int64		seq;
+		int64		seq = seqs[i++];
 
 		if (ev->kind == EVENT_STATUS)
 		{
-			Datum		values[7];
-			char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 			ListCell   *rc;
-
-			values[0] = CStringGetTextDatum(ev->user_id);
-			values[1] = CStringGetTextDatum(PresenceStatusName(ev->status));
-			values[2] = CStringGetTextDatum(PresenceStatusName(ev->previous));
-			values[3] = CStringGetTextDatum(ev->reason);
-			if (ev->message)
-				values[4] = CStringGetTextDatum(ev->message);
-			else
-				nulls[4] = 'n';
-			values[5] = TimestampTzGetDatum(ev->last_active);
-			if (!ev->has_last_active)
-				nulls[5] = 'n';
-			values[6] = TimestampTzGetDatum(ev->at);
-
-			PresenceExecute(PresencePrepare(&insert_history_plan,
-											"INSERT INTO presence.history"
-											" (seq, user_id, status, previous, reason, message,"
-											" last_active, at)"
-											" VALUES (pg_catalog.nextval('presence.seq'), $1,"
-											" $2::presence.status, $3::presence.status, $4, $5,"
-											" $6, $7) RETURNING seq",
-											lengthof(argtypes), argtypes),
-							values, nulls, false, 1);
-			seq = DatumGetInt64(PresenceGetDatum(0, 1, &isnull));
 
 			Notify(&payload, seq, ev, NULL, presence_channel);
 			foreach(rc, ev->rooms)
@@ -323,14 +388,7 @@ PublishPendingEvents(void)
 			}
 		}
 		else
-		{
-			PresenceExecute(PresencePrepare(&next_seq_plan,
-											"SELECT pg_catalog.nextval('presence.seq')",
-											0, NULL),
-							NULL, NULL, false, 1);
-			seq = DatumGetInt64(PresenceGetDatum(0, 1, &isnull));
 			Notify(&payload, seq, ev, ev->room, PresenceRoomChannel(ev->room));
-		}
 	}
 
 	SPI_finish();

@@ -88,6 +88,29 @@ extern int	PresenceExecute(SPIPlanPtr plan, const Datum *values,
 extern char *PresenceGetText(int row, int col);
 extern bool PresenceGetTimestamp(int row, int col, TimestampTz *value);
 extern Datum PresenceGetDatum(int row, int col, bool *isnull);
+extern Datum *PresenceTextDatums(const char *const *strings, int n);
+extern Datum PresenceTextArray(const char *const *strings, int n);
+
+/*
+ * A statement over rows, in two forms: "many" takes a batch of rows as one
+ * array per column ($1 the first column's) and unnests them; "one", if not
+ * NULL, takes a single row's values themselves.  See PresenceExecuteRows.
+ */
+#define PRESENCE_MAX_COLUMNS	9
+
+typedef struct PresenceRowsStatement
+{
+	const char *one;
+	const char *many;
+	int			ncolumns;
+	Oid			types[PRESENCE_MAX_COLUMNS];	/* of the columns */
+	SPIPlanPtr	one_plan;
+	SPIPlanPtr	many_plan;
+} PresenceRowsStatement;
+
+extern int	PresenceExecuteRows(PresenceRowsStatement *stmt,
+								Datum *const *columns, bool *const *nulls,
+								int n);
 
 /* Acting as a function's owner, with the search_path pinned. */
 typedef struct PresenceRoleSave

@@ -197,17 +197,50 @@ QueueRoomEvent(PresenceEventKind kind, const char *room, const PresenceUser *u,
 }
 
 /*
+ * Find the users of a batch that are in no room and type nowhere, and mark
+ * them no_rooms: for them every rooms query of the state machine would
+ * find nothing, so it is skipped.  The caller holds the users' row locks,
+ * which join() and typing() take first, so that stays true until it
+ * commits.
+ */
+void
+PresenceRoomsFindRoomless(PresenceUser *users, int n)
+{
+	static PresenceRowsStatement roomed_users = {
+		.one = NULL,
+		.many = "SELECT i.ord FROM unnest($1) WITH ORDINALITY AS i(user_id, ord)"
+			" WHERE EXISTS (SELECT FROM presence.members m"
+			"  WHERE m.user_id = i.user_id)"
+			" OR i.user_id IN (SELECT t.user_id FROM presence.typing t)",
+		.ncolumns = 1, .types = {TEXTOID}
+	};
+	Datum	   *ids;
+	int			rows;
+
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
+		users[i].no_rooms = true;
+	ids = PresenceUserIds(users, n);
+	rows = PresenceExecuteRows(&roomed_users, &ids, NULL, n);
+	for (int i = 0; i < rows; i++)
+		PresenceRowUser(users, i, 1)->no_rooms = false;
+}
+
+/*
  * The rooms a user is in (any session), sorted.
  */
 List *
-PresenceUserRooms(const char *user_id)
+PresenceUserRooms(const PresenceUser *u)
 {
 	static const Oid argtypes[] = {TEXTOID};
 	Datum		values[1];
 	List	   *rooms = NIL;
 	int			n;
 
-	values[0] = CStringGetTextDatum(user_id);
+	if (u->no_rooms)
+		return NIL;
+	values[0] = CStringGetTextDatum(u->user_id);
 	n = PresenceExecute(PresencePrepare(&user_rooms_plan,
 										"SELECT DISTINCT room FROM presence.members"
 										" WHERE user_id = $1 ORDER BY room",
@@ -332,6 +365,8 @@ PresenceRoomsSessionEnded(PresenceUser *u, const char *session_id,
 	ListCell   *lc;
 	int			n;
 
+	if (u->no_rooms)
+		return;
 	values[0] = CStringGetTextDatum(u->user_id);
 	values[1] = CStringGetTextDatum(session_id);
 	n = PresenceExecute(PresencePrepare(&session_rooms_plan,
@@ -353,7 +388,7 @@ PresenceRoomsSessionEnded(PresenceUser *u, const char *session_id,
 void
 PresenceRoomsVisibility(PresenceUser *u, bool visible, TimestampTz at)
 {
-	List	   *rooms = PresenceUserRooms(u->user_id);
+	List	   *rooms = PresenceUserRooms(u);
 	ListCell   *lc;
 
 	foreach(lc, rooms)
@@ -430,6 +465,8 @@ PresenceRoomsSettle(PresenceUser *u, TimestampTz as_of)
 	char	  **sessions;
 	char	  **metas;
 
+	if (u->no_rooms)
+		return;
 	values[0] = CStringGetTextDatum(u->user_id);
 	values[1] = TimestampTzGetDatum(as_of);
 

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * spi.c
- *	  Prepared statements and result accessors for the SQL that the
- *	  transition engine runs through SPI, and the role it runs it as.
+ *	  Prepared statements, statements over batches of rows, and result
+ *	  accessors for the SQL that the transition engine runs through SPI,
+ *	  and the role it runs it as.
  *
  * Every statement is prepared once per backend and kept; the plan cache
  * re-plans it by name if the extension's tables are dropped and created
@@ -12,9 +13,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "presence.h"
@@ -30,15 +36,17 @@ PresenceConnect(void)
 }
 
 /*
- * Return the kept plan in *cache, preparing it on first use.
+ * Return the kept plan in *cache, preparing it on first use with the given
+ * cursor options.
  */
-SPIPlanPtr
-PresencePrepare(SPIPlanPtr *cache, const char *sql, int nargs,
-				const Oid *argtypes)
+static SPIPlanPtr
+Prepare(SPIPlanPtr *cache, const char *sql, int nargs, const Oid *argtypes,
+		int options)
 {
 	if (*cache == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes,
+											  options);
 
 		if (plan == NULL)
 			elog(ERROR, "could not prepare \"%s\": %s",
@@ -48,6 +56,16 @@ PresencePrepare(SPIPlanPtr *cache, const char *sql, int nargs,
 		*cache = plan;
 	}
 	return *cache;
+}
+
+/*
+ * Return the kept plan in *cache, preparing it on first use.
+ */
+SPIPlanPtr
+PresencePrepare(SPIPlanPtr *cache, const char *sql, int nargs,
+				const Oid *argtypes)
+{
+	return Prepare(cache, sql, nargs, argtypes, 0);
 }
 
 /*
@@ -99,6 +117,94 @@ PresenceGetDatum(int row, int col, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col,
 						 isnull);
+}
+
+/*
+ * A one-dimensional array of n values of elemtype, with NULLs where nulls
+ * says so (nulls may be NULL: none).
+ */
+static Datum
+MakeArray(Oid elemtype, const Datum *values, const bool *nulls, int n)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(elemtype));
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array((Datum *) values, (bool *) nulls,
+											  1, dims, lbs, elemtype, typlen,
+											  typbyval, typalign));
+}
+
+/*
+ * Execute a statement over n rows, given column by column (columns[c][i];
+ * nulls likewise, or NULL: none), and return the number of rows processed.
+ *
+ * A batch runs the "many" form, which takes one array per column and
+ * unnests them.  It always runs its generic plan: left to choose, the plan
+ * cache would plan it afresh on every call, since the arrays it sees are
+ * never as long as those it assumes.  The generic plan is the one a batch
+ * wants anyway (an index probe per row).  A single row runs the "one"
+ * form, if there is one, which takes the values themselves: the API calls
+ * with one row, and would pay for the unnesting on every call.
+ */
+int
+PresenceExecuteRows(PresenceRowsStatement *stmt, Datum *const *columns,
+					bool *const *nulls, int n)
+{
+	Oid			argtypes[PRESENCE_MAX_COLUMNS];
+	Datum		values[PRESENCE_MAX_COLUMNS];
+	char		argnulls[PRESENCE_MAX_COLUMNS];
+
+	Assert(stmt->ncolumns <= PRESENCE_MAX_COLUMNS);
+	if (n == 1 && stmt->one != NULL)
+	{
+		for (int c = 0; c < stmt->ncolumns; c++)
+		{
+			values[c] = columns[c][0];
+			argnulls[c] = (nulls != NULL && nulls[c][0]) ? 'n' : ' ';
+		}
+		return PresenceExecute(Prepare(&stmt->one_plan, stmt->one,
+									   stmt->ncolumns, stmt->types, 0),
+							   values, argnulls, false, 0);
+	}
+
+	for (int c = 0; c < stmt->ncolumns; c++)
+	{
+		argtypes[c] = get_array_type(stmt->types[c]);
+		values[c] = MakeArray(stmt->types[c], columns[c],
+							  nulls != NULL ? nulls[c] : NULL, n);
+	}
+	return PresenceExecute(Prepare(&stmt->many_plan, stmt->many,
+								   stmt->ncolumns, argtypes,
+								   CURSOR_OPT_GENERIC_PLAN),
+						   values, NULL, false, 0);
+}
+
+/*
+ * Text datums of n C strings.
+ */
+Datum *
+PresenceTextDatums(const char *const *strings, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(strings[i]);
+	return elems;
+}
+
+/*
+ * A text[] of n C strings.
+ */
+Datum
+PresenceTextArray(const char *const *strings, int n)
+{
+	return MakeArray(TEXTOID, PresenceTextDatums(strings, n), NULL, n);
 }
 
 /*

@@ -8,7 +8,8 @@
  * heartbeat, a disconnect, set_status, sweep() or the worker):
  *
  *	1. lock the user's row (all writers do, so changes to one user are
- *	   serialized and, taking one user lock at a time, can never deadlock);
+ *	   serialized; sweeps lock a batch of users in user_id order, the API
+ *	   one user at a time, so they can never deadlock);
  *	2. settle: apply every transition that fell due up to "now" (sessions
  *	   going idle or ending, an override expiring), announcing the net
  *	   change once, at the moment it took effect;
@@ -19,6 +20,13 @@
  * The visible status is derived, never stored independently: no live
  * session -> offline; invisible -> offline; busy -> busy; away -> away;
  * any session not yet idle -> online; otherwise away.
+ *
+ * Sweeps settle users in batches: one query locks the batch and one loads
+ * its sessions, and the writes the state machine decides for the batch's
+ * users (session deletes, idle marks, users rows) are recorded as they are
+ * decided and carried out together, one set-wise statement per kind, when
+ * the batch is done.  The API, with one user, locks, loads and writes at
+ * once, through the one-row forms of the same statements.
  *
  * An invisible user must look exactly like one who disconnected when they
  * went invisible: the public columns of the users row (status, message,
@@ -33,7 +41,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "presence.h"
@@ -44,34 +54,158 @@
 #define DUE_END			0x02
 #define DUE_EXPIRE		0x04
 
-static SPIPlanPtr lock_user_plan = NULL;
-static SPIPlanPtr lock_user_skip_plan = NULL;
 static SPIPlanPtr insert_user_plan = NULL;
-static SPIPlanPtr load_sessions_plan = NULL;
-static SPIPlanPtr update_user_plan = NULL;
-static SPIPlanPtr delete_session_plan = NULL;
-static SPIPlanPtr update_due_plan = NULL;
 static SPIPlanPtr insert_session_plan = NULL;
 static SPIPlanPtr update_session_plan = NULL;
 
 #define USER_COLUMNS \
-	"status::text, message, since, last_active, last_seen," \
+	"user_id, status::text, message, since, last_active, last_seen," \
 	" manual, manual_message, manual_until"
 
 /*
- * Fill *u from row 0 of the last SPI result (USER_COLUMNS).
+ * Lock users' rows and return them (USER_COLUMNS): [0] waits for rows that
+ * others hold, [1] skips them.  A batch is locked in user_id order,
+ * bytewise, as sweeps sort the ids they settle: two sweeps take their
+ * locks in the same order and cannot deadlock, and the users are settled,
+ * and their events queued, in that order.
+ */
+#define LOCK_ONE_USER \
+	"SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = $1" \
+	" FOR NO KEY UPDATE"
+#define LOCK_USERS \
+	"SELECT " USER_COLUMNS " FROM presence.users WHERE user_id = ANY ($1)" \
+	" ORDER BY user_id COLLATE \"C\" FOR NO KEY UPDATE"
+
+static PresenceRowsStatement lock_users[2] = {
+	{.one = LOCK_ONE_USER, .many = LOCK_USERS,
+	.ncolumns = 1, .types = {TEXTOID}},
+	{.one = LOCK_ONE_USER " SKIP LOCKED", .many = LOCK_USERS " SKIP LOCKED",
+	.ncolumns = 1, .types = {TEXTOID}},
+};
+
+/* The sessions of users, with the position of their user in the batch. */
+static PresenceRowsStatement load_sessions = {
+	.one = "SELECT 1::bigint, session_id, started_at, last_seen, last_active,"
+		" away_at, end_at, due_at FROM presence.sessions WHERE user_id = $1"
+		" ORDER BY session_id",
+	.many = "SELECT i.ord, s.session_id, s.started_at, s.last_seen,"
+		" s.last_active, s.away_at, s.end_at, s.due_at"
+		" FROM unnest($1) WITH ORDINALITY AS i(user_id, ord)"
+		" JOIN presence.sessions s ON s.user_id = i.user_id"
+		" ORDER BY i.ord, s.session_id",
+	.ncolumns = 1, .types = {TEXTOID}
+};
+
+/*
+ * The writes a batch can defer.  Each is one statement whatever the number
+ * of rows; a write made at once is a batch of one row.
+ */
+typedef enum WriteKind
+{
+	WRITE_DELETE_SESSION,		/* PresenceDeleteSession */
+	WRITE_IDLE_MARK,			/* MarkIdleProcessed */
+	WRITE_USER,					/* WriteUser */
+	NUM_WRITE_KINDS
+} WriteKind;
+
+static PresenceRowsStatement write_statements[NUM_WRITE_KINDS] = {
+	[WRITE_DELETE_SESSION] = {
+		.one = "DELETE FROM presence.sessions"
+			" WHERE user_id = $1 AND session_id = $2",
+		.many = "DELETE FROM presence.sessions s"
+			" USING unnest($1, $2) AS d(user_id, session_id)"
+			" WHERE s.user_id = d.user_id AND s.session_id = d.session_id",
+		.ncolumns = 2, .types = {TEXTOID, TEXTOID}
+	},
+	[WRITE_IDLE_MARK] = {
+		.one = "UPDATE presence.sessions SET due_at = $3"
+			" WHERE user_id = $1 AND session_id = $2",
+		.many = "UPDATE presence.sessions s SET due_at = d.due_at"
+			" FROM unnest($1, $2, $3) AS d(user_id, session_id, due_at)"
+			" WHERE s.user_id = d.user_id AND s.session_id = d.session_id",
+		.ncolumns = 3, .types = {TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	},
+	[WRITE_USER] = {
+		.one = "UPDATE presence.users SET status = $2::presence.status,"
+			" message = $3, since = $4, last_active = $5, last_seen = $6,"
+			" manual = $7, manual_message = $8, manual_until = $9"
+			" WHERE user_id = $1",
+		.many = "UPDATE presence.users u"
+			" SET status = d.status::presence.status, message = d.message,"
+			" since = d.since, last_active = d.last_active,"
+			" last_seen = d.last_seen, manual = d.manual,"
+			" manual_message = d.manual_message, manual_until = d.manual_until"
+			" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+			" AS d(user_id, status, message, since, last_active, last_seen,"
+			" manual, manual_message, manual_until)"
+			" WHERE u.user_id = d.user_id",
+		.ncolumns = 9,
+		.types = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+			TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	},
+};
+
+/* The rows of one kind of write that a batch holds, column by column. */
+typedef struct WriteRows
+{
+	int			n;
+	int			size;
+	Datum	   *values[PRESENCE_MAX_COLUMNS];
+	bool	   *nulls[PRESENCE_MAX_COLUMNS];
+} WriteRows;
+
+/*
+ * A batch settles each user once, so it never holds two writes of one
+ * row, which a set-wise UPDATE would apply in no defined order.
+ */
+struct PresenceWrites
+{
+	MemoryContext cxt;			/* holds the rows */
+	WriteRows	rows[NUM_WRITE_KINDS];
+};
+
+/*
+ * Record a row of a kind of write in a batch, copying its values into the
+ * batch's memory.
  */
 static void
-ReadUserRow(PresenceUser *u)
+RecordWrite(PresenceWrites *w, WriteKind kind, const Datum *values,
+			const bool *nulls)
 {
-	u->status = PresenceStatusFromName(PresenceGetText(0, 1));
-	u->message = PresenceGetText(0, 2);
-	PresenceGetTimestamp(0, 3, &u->since);
-	u->has_last_active = PresenceGetTimestamp(0, 4, &u->last_active);
-	u->has_last_seen = PresenceGetTimestamp(0, 5, &u->last_seen);
-	u->manual = PresenceManualFromName(PresenceGetText(0, 6));
-	u->manual_message = PresenceGetText(0, 7);
-	u->has_manual_until = PresenceGetTimestamp(0, 8, &u->manual_until);
+	PresenceRowsStatement *stmt = &write_statements[kind];
+	WriteRows  *rows = &w->rows[kind];
+	MemoryContext oldcxt = MemoryContextSwitchTo(w->cxt);
+
+	if (rows->n == rows->size)
+	{
+		rows->size = Max(2 * rows->size, 64);
+		for (int c = 0; c < stmt->ncolumns; c++)
+		{
+			if (rows->values[c] == NULL)
+			{
+				rows->values[c] = palloc(sizeof(Datum) * rows->size);
+				rows->nulls[c] = palloc(sizeof(bool) * rows->size);
+			}
+			else
+			{
+				rows->values[c] = repalloc(rows->values[c],
+										   sizeof(Datum) * rows->size);
+				rows->nulls[c] = repalloc(rows->nulls[c],
+										  sizeof(bool) * rows->size);
+			}
+		}
+	}
+	for (int c = 0; c < stmt->ncolumns; c++)
+	{
+		bool		text = (stmt->types[c] == TEXTOID);
+
+		Assert(text || stmt->types[c] == TIMESTAMPTZOID);
+		rows->nulls[c][rows->n] = nulls[c];
+		rows->values[c][rows->n] = (nulls[c] || !text) ? values[c] :
+			datumCopy(values[c], false, -1);
+	}
+	rows->n++;
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
@@ -93,47 +227,163 @@ CacheSession(const PresenceUser *u, const PresenceSession *s)
 }
 
 /*
- * Load the user's sessions into u->sessions.  The caller holds the user's
- * row lock, which every session writer takes first, so they cannot change
- * underneath.
+ * Make one write of a user's: record it in the user's batch, whose flush
+ * carries it out, or carry it out at once.  Either way the values are
+ * taken as they are now.
  */
 static void
-LoadSessions(PresenceUser *u)
+Write(PresenceUser *u, WriteKind kind, Datum *values, bool *nulls)
 {
-	static const Oid argtypes[] = {TEXTOID};
-	Datum		values[1];
-	int			n;
+	Datum	   *columns[PRESENCE_MAX_COLUMNS];
+	bool	   *colnulls[PRESENCE_MAX_COLUMNS];
 
-	values[0] = CStringGetTextDatum(u->user_id);
-	n = PresenceExecute(PresencePrepare(&load_sessions_plan,
-										"SELECT session_id, started_at, last_seen, last_active,"
-										" away_at, end_at, due_at"
-										" FROM presence.sessions WHERE user_id = $1"
-										" ORDER BY session_id",
-										1, argtypes),
-						values, NULL, false, 0);
-	u->sessions = NIL;
+	if (u->writes != NULL)
+	{
+		RecordWrite(u->writes, kind, values, nulls);
+		return;
+	}
+	for (int c = 0; c < write_statements[kind].ncolumns; c++)
+	{
+		columns[c] = &values[c];
+		colnulls[c] = &nulls[c];
+	}
+	PresenceExecuteRows(&write_statements[kind], columns, colnulls, 1);
+}
+
+/*
+ * A batch to record writes in, for users whose writes point to it; it
+ * lives in the current memory context.
+ */
+PresenceWrites *
+PresenceWritesCreate(void)
+{
+	PresenceWrites *w = palloc0(sizeof(PresenceWrites));
+
+	w->cxt = CurrentMemoryContext;
+	return w;
+}
+
+/*
+ * Carry out the writes recorded in a batch, one statement per kind, and
+ * empty it.
+ */
+void
+PresenceWritesFlush(PresenceWrites *w)
+{
+	for (int k = 0; k < NUM_WRITE_KINDS; k++)
+	{
+		WriteRows  *rows = &w->rows[k];
+
+		if (rows->n == 0)
+			continue;
+		PresenceExecuteRows(&write_statements[k], rows->values, rows->nulls,
+							rows->n);
+		rows->n = 0;
+	}
+}
+
+/*
+ * Fill *u from a row of the last SPI result (USER_COLUMNS).
+ */
+static void
+ReadUserRow(int row, PresenceUser *u)
+{
+	memset(u, 0, sizeof(PresenceUser));
+	u->user_id = PresenceGetText(row, 1);
+	u->status = PresenceStatusFromName(PresenceGetText(row, 2));
+	u->message = PresenceGetText(row, 3);
+	PresenceGetTimestamp(row, 4, &u->since);
+	u->has_last_active = PresenceGetTimestamp(row, 5, &u->last_active);
+	u->has_last_seen = PresenceGetTimestamp(row, 6, &u->last_seen);
+	u->manual = PresenceManualFromName(PresenceGetText(row, 7));
+	u->manual_message = PresenceGetText(row, 8);
+	u->has_manual_until = PresenceGetTimestamp(row, 9, &u->manual_until);
+}
+
+/*
+ * Text datums of the ids of n users, the column of the statements that
+ * take a batch of users and return each row's position in it.
+ */
+Datum *
+PresenceUserIds(const PresenceUser *users, int n)
+{
+	const char **ids = palloc(sizeof(char *) * Max(n, 1));
+
 	for (int i = 0; i < n; i++)
+		ids[i] = users[i].user_id;
+	return PresenceTextDatums(ids, n);
+}
+
+/*
+ * The user a result row is about, by its position (column col, 1-based)
+ * in the batch.
+ */
+PresenceUser *
+PresenceRowUser(PresenceUser *users, int row, int col)
+{
+	bool		isnull;
+
+	return &users[DatumGetInt64(PresenceGetDatum(row, col, &isnull)) - 1];
+}
+
+/*
+ * Load the sessions of n locked users into their u->sessions, with one
+ * query.  The caller holds the users' row locks, which every session
+ * writer takes first, so the sessions cannot change underneath.
+ */
+static void
+LoadSessions(PresenceUser *users, int n)
+{
+	Datum	   *ids = PresenceUserIds(users, n);
+	int			rows = PresenceExecuteRows(&load_sessions, &ids, NULL, n);
+
+	for (int i = 0; i < rows; i++)
 	{
 		PresenceSession *s = palloc0(sizeof(PresenceSession));
+		PresenceUser *u = PresenceRowUser(users, i, 1);
 
-		s->session_id = PresenceGetText(i, 1);
-		PresenceGetTimestamp(i, 2, &s->started_at);
-		PresenceGetTimestamp(i, 3, &s->last_seen);
-		s->has_last_active = PresenceGetTimestamp(i, 4, &s->last_active);
-		PresenceGetTimestamp(i, 5, &s->away_at);
-		PresenceGetTimestamp(i, 6, &s->end_at);
-		PresenceGetTimestamp(i, 7, &s->due_at);
+		s->session_id = PresenceGetText(i, 2);
+		PresenceGetTimestamp(i, 3, &s->started_at);
+		PresenceGetTimestamp(i, 4, &s->last_seen);
+		s->has_last_active = PresenceGetTimestamp(i, 5, &s->last_active);
+		PresenceGetTimestamp(i, 6, &s->away_at);
+		PresenceGetTimestamp(i, 7, &s->end_at);
+		PresenceGetTimestamp(i, 8, &s->due_at);
 		u->sessions = lappend(u->sessions, s);
 		CacheSession(u, s);
 	}
 }
 
 /*
+ * Lock the rows of a batch of users and load their state into users[],
+ * which has room for n; returns how many were locked, filled in from the
+ * start in user_id order.  Users without a row are left out, and so, with
+ * skip_locked (the worker), are users whose row another transaction holds,
+ * to be retried later, so the worker never waits behind an application.
+ */
+int
+PresenceLockUsers(const char *const *user_ids, int n, bool skip_locked,
+				  PresenceUser *users)
+{
+	Datum	   *ids;
+	int			locked;
+
+	if (n == 0)
+		return 0;
+	ids = PresenceTextDatums(user_ids, n);
+	locked = PresenceExecuteRows(&lock_users[skip_locked ? 1 : 0], &ids, NULL,
+								 n);
+	for (int i = 0; i < locked; i++)
+		ReadUserRow(i, &users[i]);
+	if (locked > 0)
+		LoadSessions(users, locked);
+	return locked;
+}
+
+/*
  * Lock a user's row and load their state.  With create, a user seen for the
- * first time gets an offline row.  With skip_locked (the worker), a user
- * whose row another transaction holds is reported as not found, to be
- * retried later, so the worker never waits behind an application.
+ * first time gets an offline row.  With skip_locked, a user whose row
+ * another transaction holds is reported as not found.
  */
 bool
 PresenceLockUser(const char *user_id, bool create, bool skip_locked,
@@ -141,38 +391,23 @@ PresenceLockUser(const char *user_id, bool create, bool skip_locked,
 {
 	static const Oid argtypes[] = {TEXTOID, TIMESTAMPTZOID};
 	Datum		values[2];
-	SPIPlanPtr	plan;
+
+	if (PresenceLockUsers(&user_id, 1, skip_locked, u) == 1)
+		return true;
 
 	memset(u, 0, sizeof(PresenceUser));
 	u->user_id = pstrdup(user_id);
+	if (!create)
+		return false;
 	values[0] = CStringGetTextDatum(user_id);
 	values[1] = TimestampTzGetDatum(now);
-
-	if (skip_locked)
-		plan = PresencePrepare(&lock_user_skip_plan,
-							   "SELECT " USER_COLUMNS " FROM presence.users"
-							   " WHERE user_id = $1 FOR NO KEY UPDATE SKIP LOCKED",
-							   1, argtypes);
-	else
-		plan = PresencePrepare(&lock_user_plan,
-							   "SELECT " USER_COLUMNS " FROM presence.users"
-							   " WHERE user_id = $1 FOR NO KEY UPDATE",
-							   1, argtypes);
-
-	if (PresenceExecute(plan, values, NULL, false, 1) == 0)
-	{
-		if (!create)
-			return false;
-		PresenceExecute(PresencePrepare(&insert_user_plan,
-										"INSERT INTO presence.users (user_id, since)"
-										" VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
-										2, argtypes),
-						values, NULL, false, 0);
-		if (PresenceExecute(plan, values, NULL, false, 1) == 0)
-			elog(ERROR, "could not lock presence user \"%s\"", user_id);
-	}
-	ReadUserRow(u);
-	LoadSessions(u);			/* after ReadUserRow: caches u->status */
+	PresenceExecute(PresencePrepare(&insert_user_plan,
+									"INSERT INTO presence.users (user_id, since)"
+									" VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+									2, argtypes),
+					values, NULL, false, 0);
+	if (PresenceLockUsers(&user_id, 1, skip_locked, u) == 0)
+		elog(ERROR, "could not lock presence user \"%s\"", user_id);
 	return true;
 }
 
@@ -282,24 +517,21 @@ FoldSession(PresenceUser *u, const PresenceSession *s)
 
 /*
  * End a session: its rooms end with it (announced with reason, dated at),
- * its row is deleted, and its times are remembered.
+ * its row is deleted (at once, or when the user's batch is flushed), and
+ * its times are remembered.
  */
 void
 PresenceDeleteSession(PresenceUser *u, PresenceSession *s, const char *reason,
 					  TimestampTz at)
 {
-	static const Oid argtypes[] = {TEXTOID, TEXTOID};
 	Datum		values[2];
+	bool		nulls[2] = {false, false};
 
 	PresenceRoomsSessionEnded(u, s->session_id, reason, at);
 	PresenceCacheForget(u->user_id, s->session_id);
 	values[0] = CStringGetTextDatum(u->user_id);
 	values[1] = CStringGetTextDatum(s->session_id);
-	PresenceExecute(PresencePrepare(&delete_session_plan,
-									"DELETE FROM presence.sessions"
-									" WHERE user_id = $1 AND session_id = $2",
-									2, argtypes),
-					values, NULL, false, 0);
+	Write(u, WRITE_DELETE_SESSION, values, nulls);
 	FoldSession(u, s);
 	s->deleted = true;
 }
@@ -352,37 +584,33 @@ PresenceWriteSession(PresenceUser *u, PresenceSession *s, bool is_new,
 
 /*
  * Record that a session's idle deadline has been processed: from now on
- * only its end is due.
+ * only its end is due.  Stored at once, or when the user's batch is
+ * flushed.
  */
 static void
 MarkIdleProcessed(PresenceUser *u, PresenceSession *s)
 {
-	static const Oid argtypes[] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 
 	s->due_at = s->end_at;
 	values[0] = CStringGetTextDatum(u->user_id);
 	values[1] = CStringGetTextDatum(s->session_id);
 	values[2] = TimestampTzGetDatum(s->due_at);
-	PresenceExecute(PresencePrepare(&update_due_plan,
-									"UPDATE presence.sessions SET due_at = $3"
-									" WHERE user_id = $1 AND session_id = $2",
-									3, argtypes),
-					values, NULL, false, 0);
+	Write(u, WRITE_IDLE_MARK, values, nulls);
 	CacheSession(u, s);
 }
 
 /*
- * Store the users row: the announced view and the override.
+ * Store the users row, as *u now has it: the announced view and the
+ * override.  Stored at once, or when the user's batch is flushed.
  */
 static void
 WriteUser(PresenceUser *u)
 {
-	static const Oid argtypes[] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTOID,
-	TIMESTAMPTZOID};
 	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		nulls[9] = {false, false, false, false, false, false, false,
+	false, false};
 	const char *manual = PresenceManualName(u->manual);
 	ListCell   *lc;
 
@@ -391,33 +619,24 @@ WriteUser(PresenceUser *u)
 	if (u->message)
 		values[2] = CStringGetTextDatum(u->message);
 	else
-		nulls[2] = 'n';
+		nulls[2] = true;
 	values[3] = TimestampTzGetDatum(u->since);
 	values[4] = TimestampTzGetDatum(u->last_active);
-	if (!u->has_last_active)
-		nulls[4] = 'n';
+	nulls[4] = !u->has_last_active;
 	values[5] = TimestampTzGetDatum(u->last_seen);
-	if (!u->has_last_seen)
-		nulls[5] = 'n';
+	nulls[5] = !u->has_last_seen;
 	if (manual)
 		values[6] = CStringGetTextDatum(manual);
 	else
-		nulls[6] = 'n';
+		nulls[6] = true;
 	if (u->manual_message)
 		values[7] = CStringGetTextDatum(u->manual_message);
 	else
-		nulls[7] = 'n';
+		nulls[7] = true;
 	values[8] = TimestampTzGetDatum(u->manual_until);
-	if (!u->has_manual_until)
-		nulls[8] = 'n';
+	nulls[8] = !u->has_manual_until;
 
-	PresenceExecute(PresencePrepare(&update_user_plan,
-									"UPDATE presence.users SET status = $2::presence.status,"
-									" message = $3, since = $4, last_active = $5,"
-									" last_seen = $6, manual = $7, manual_message = $8,"
-									" manual_until = $9 WHERE user_id = $1",
-									lengthof(argtypes), argtypes),
-					values, nulls, false, 0);
+	Write(u, WRITE_USER, values, nulls);
 	u->dirty = false;
 
 	/* The announced status is cached with each session. */
@@ -533,7 +752,7 @@ PresencePublish(PresenceUser *u, PresenceCause cause, int due_kinds,
 	 * the sessions ended.)
 	 */
 	if (previous != PRESENCE_OFFLINE && status != PRESENCE_OFFLINE)
-		ev.rooms = PresenceUserRooms(u->user_id);
+		ev.rooms = PresenceUserRooms(u);
 	PresenceQueue(&ev);
 	if (previous != PRESENCE_OFFLINE && status == PRESENCE_OFFLINE &&
 		u->manual == MANUAL_INVISIBLE)

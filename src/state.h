@@ -25,6 +25,12 @@ typedef struct PresenceSession
 	bool		deleted;		/* deleted in this call */
 } PresenceSession;
 
+/*
+ * The writes of a batch of users, recorded as the state machine decides
+ * them and carried out together by PresenceWritesFlush (state.c).
+ */
+typedef struct PresenceWrites PresenceWrites;
+
 /* A row of presence.users plus its sessions. */
 typedef struct PresenceUser
 {
@@ -45,6 +51,10 @@ typedef struct PresenceUser
 
 	List	   *sessions;		/* of PresenceSession * */
 	bool		dirty;			/* users row must be written */
+
+	bool		no_rooms;		/* known to be in no room, typing nowhere */
+	PresenceWrites *writes;		/* the batch to record writes in, or NULL:
+								 * write at once */
 } PresenceUser;
 
 /* What made a change: decides the reason an event gives. */
@@ -60,6 +70,12 @@ typedef enum PresenceCause
 extern bool PresenceLockUser(const char *user_id, bool create,
 							 bool skip_locked, TimestampTz now,
 							 PresenceUser *u);
+extern int	PresenceLockUsers(const char *const *user_ids, int n,
+							  bool skip_locked, PresenceUser *users);
+extern Datum *PresenceUserIds(const PresenceUser *users, int n);
+extern PresenceUser *PresenceRowUser(PresenceUser *users, int row, int col);
+extern PresenceWrites *PresenceWritesCreate(void);
+extern void PresenceWritesFlush(PresenceWrites *writes);
 extern void PresenceSettle(PresenceUser *u, TimestampTz as_of);
 extern void PresenceSettleForCall(PresenceUser *u, TimestampTz now);
 extern void PresencePublish(PresenceUser *u, PresenceCause cause,
@@ -74,7 +90,8 @@ extern void PresenceTouchSession(PresenceUser *u, const char *session_id,
 								 int64 away_after, TimestampTz now);
 
 /* rooms.c, for the state machine */
-extern List *PresenceUserRooms(const char *user_id);
+extern void PresenceRoomsFindRoomless(PresenceUser *users, int n);
+extern List *PresenceUserRooms(const PresenceUser *u);
 extern void PresenceRoomsSessionEnded(PresenceUser *u, const char *session_id,
 									  const char *reason, TimestampTz at);
 extern void PresenceRoomsVisibility(PresenceUser *u, bool visible,

@@ -15,7 +15,6 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -40,6 +39,13 @@ static DueSource due_sources[] = {
 	{"presence.typing", "until", NULL}, /* typing stops */
 	{"presence.members", "meta_due_at", NULL},	/* held-back metadata */
 };
+
+/*
+ * Users locked, loaded and written together by PresenceSettleUsers: a
+ * batch of presence.batch_size (at most 100,000) is taken in chunks of
+ * this many, which bounds the memory held and the size of each statement.
+ */
+#define PRESENCE_SETTLE_CHUNK	1000
 
 static SPIPlanPtr next_deadline_plan = NULL;
 static SPIPlanPtr prune_plan = NULL;
@@ -73,20 +79,27 @@ CompareStrings(const ListCell *a, const ListCell *b)
 }
 
 /*
+ * The C strings in a List, as an array.
+ */
+static const char **
+StringArray(List *strings)
+{
+	const char **elems = palloc(sizeof(char *) * Max(list_length(strings), 1));
+	ListCell   *lc;
+
+	foreach(lc, strings)
+		elems[foreach_current_index(lc)] = (const char *) lfirst(lc);
+	return elems;
+}
+
+/*
  * A text[] of the C strings in a List, for the "leave these users out"
  * parameter of the queries below.
  */
 static Datum
 TextArrayFromList(List *strings)
 {
-	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(strings), 1));
-	ListCell   *lc;
-	int			n = 0;
-
-	foreach(lc, strings)
-		elems[n++] = CStringGetTextDatum((const char *) lfirst(lc));
-	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
-										   TYPALIGN_INT));
+	return PresenceTextArray(StringArray(strings), list_length(strings));
 }
 
 /*
@@ -153,30 +166,50 @@ PresenceFindDueUsers(TimestampTz as_of, int max_users, List *exclude,
 
 /*
  * Settle the given users at as_of, in the caller's transaction, and return
- * the number of events that made (status and room events).  With skip_locked, users whose row another
- * transaction holds are left for a later call.
+ * the number of events that made (status and room events).  The ids must
+ * be sorted (as PresenceFindDueUsers returns them), which is the order the
+ * users are locked and settled in.  With skip_locked, users whose row
+ * another transaction holds are left for a later call.
+ *
+ * The users are taken a chunk at a time: one query locks the chunk and one
+ * loads its sessions, one finds who of them is in a room (only those run
+ * the rooms queries), the state machine settles each user in memory, and
+ * the writes it decides are carried out together at the end of the chunk.
  */
 int
 PresenceSettleUsers(List *user_ids, TimestampTz as_of, bool skip_locked)
 {
-	MemoryContext user_cxt;
-	MemoryContext oldcxt;
-	ListCell   *lc;
 	uint64		queued_before = PresenceEventsQueued();
+	int			n = list_length(user_ids);
+	const char **ids;
+	MemoryContext chunk_cxt;
+	MemoryContext oldcxt;
 
 	PresenceConnect();
-	user_cxt = AllocSetContextCreate(CurrentMemoryContext,
-									 "presence sweep user",
-									 ALLOCSET_DEFAULT_SIZES);
-	foreach(lc, user_ids)
+	ids = StringArray(user_ids);
+	chunk_cxt = AllocSetContextCreate(CurrentMemoryContext,
+									  "presence sweep chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	for (int first = 0; first < n; first += PRESENCE_SETTLE_CHUNK)
 	{
-		PresenceUser u;
+		int			count = Min(n - first, PRESENCE_SETTLE_CHUNK);
+		PresenceUser *users;
+		PresenceWrites *writes;
+		int			locked;
 
-		oldcxt = MemoryContextSwitchTo(user_cxt);
-		if (PresenceLockUser(lfirst(lc), false, skip_locked, as_of, &u))
-			PresenceSettle(&u, as_of);
+		oldcxt = MemoryContextSwitchTo(chunk_cxt);
+		users = palloc(sizeof(PresenceUser) * count);
+		writes = PresenceWritesCreate();
+		locked = PresenceLockUsers(ids + first, count, skip_locked, users);
+		PresenceRoomsFindRoomless(users, locked);
+		for (int i = 0; i < locked; i++)
+		{
+			users[i].writes = writes;
+			PresenceSettle(&users[i], as_of);
+		}
+		PresenceWritesFlush(writes);
 		MemoryContextSwitchTo(oldcxt);
-		MemoryContextReset(user_cxt);
+		MemoryContextReset(chunk_cxt);
 	}
 	SPI_finish();
 	return (int) (PresenceEventsQueued() - queued_before);
