@@ -5,11 +5,14 @@
 -- A user's visible status, in the order the type sorts.
 CREATE TYPE presence.status AS ENUM ('online', 'away', 'busy', 'offline');
 
+-- Ids and room names are opaque byte strings: they compare and sort
+-- bytewise (COLLATE "C"), which is also the cheapest comparison.
+--
 -- One row per user ever seen.  The first group of columns is the announced,
 -- public view (what get() and the events show); the manual_* columns are the
 -- user's private override, which is never shown while it is 'invisible'.
 CREATE TABLE presence.users (
-	user_id text PRIMARY KEY,
+	user_id text COLLATE "C" PRIMARY KEY,
 	status presence.status NOT NULL DEFAULT 'offline',
 	message text,
 	since timestamptz NOT NULL,
@@ -29,8 +32,8 @@ CREATE INDEX users_status_idx ON presence.users (status)
 -- due_at is the next of the two that has not been processed yet, and the
 -- sweep finds its work through the index on it.
 CREATE TABLE presence.sessions (
-	user_id text NOT NULL REFERENCES presence.users,
-	session_id text NOT NULL,
+	user_id text COLLATE "C" NOT NULL REFERENCES presence.users,
+	session_id text COLLATE "C" NOT NULL,
 	started_at timestamptz NOT NULL,
 	last_seen timestamptz NOT NULL,
 	last_active timestamptz,
@@ -47,9 +50,9 @@ CREATE INDEX sessions_due_at_idx ON presence.sessions (due_at);
 -- the last one announced is held back: meta_due_at says when its trailing
 -- event is due.  A session's rooms end with it.
 CREATE TABLE presence.members (
-	room text NOT NULL,
-	user_id text NOT NULL,
-	session_id text NOT NULL,
+	room text COLLATE "C" NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
+	session_id text COLLATE "C" NOT NULL,
 	meta jsonb,
 	joined_at timestamptz NOT NULL,
 	meta_sent_at timestamptz NOT NULL,
@@ -65,8 +68,8 @@ CREATE INDEX members_meta_due_idx ON presence.members (meta_due_at)
 -- Who is typing where, until when (presence.typing_timeout after the last
 -- renewal).  The flag belongs to the user in the room.
 CREATE TABLE presence.typing (
-	room text NOT NULL,
-	user_id text NOT NULL,
+	room text COLLATE "C" NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
 	started_at timestamptz NOT NULL,
 	until timestamptz NOT NULL,
 	PRIMARY KEY (room, user_id)
@@ -78,7 +81,7 @@ CREATE INDEX typing_until_idx ON presence.typing (until);
 CREATE SEQUENCE presence.seq;
 CREATE TABLE presence.history (
 	seq bigint PRIMARY KEY,
-	user_id text NOT NULL,
+	user_id text COLLATE "C" NOT NULL,
 	status presence.status NOT NULL,
 	previous presence.status NOT NULL,
 	reason text NOT NULL,
