@@ -12,6 +12,8 @@ OBJS = \
 	src/state.o \
 	src/sweep.o \
 	src/api.o \
+	src/payload.o \
+	src/channel.o \
 	src/rooms.o \
 	src/shmem.o \
 	src/cache.o \

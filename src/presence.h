@@ -157,9 +157,11 @@ typedef struct PresenceEvent
 extern void PresenceEventInit(void);
 extern void PresenceQueue(const PresenceEvent *ev);
 extern uint64 PresenceEventsQueued(void);
+extern void PresenceNoteDeadline(TimestampTz deadline);
+
+/* ---- payload.c: the JSON payload of an event ---- */
 extern void PresenceBuildPayload(StringInfo buf, int64 seq,
 								 const PresenceEvent *ev, const char *room);
-extern void PresenceNoteDeadline(TimestampTz deadline);
 
 /* ---- state.c / sweep.c: the transition engine ---- */
 
@@ -284,6 +286,8 @@ extern PGDLLEXPORT void PresenceWorkerMain(Datum main_arg);
 extern int	presence_typing_timeout_ms;
 extern int	presence_meta_interval_ms;
 extern char *presence_join_check;
+
+/* ---- channel.c: the NOTIFY channel of a room ---- */
 extern char *PresenceRoomChannel(const char *room);
 
 /* ---- hooks.c: react to CREATE/DROP EXTENSION and DROP DATABASE ---- */
