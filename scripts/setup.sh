@@ -20,6 +20,8 @@ PACKAGES=(
 	libtap-parser-sourcehandler-pgtap-perl # pg_prove
 	libipc-run-perl                        # PostgreSQL::Test::Cluster needs it
 	libdbd-pg-perl                         # the demo's LISTEN client
+	clang-14                               # the fuzzer (test/fuzz) ...
+	libclang-rt-14-dev                     # ... and its libFuzzer runtime
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -10,6 +10,8 @@
 #   isolation  make installcheck, isolation part   (test/specs, temp instance)
 #   tap        make installcheck, TAP part         (test/t/*.pl)
 #   pgtap      pg_prove test/pgtap/*.sql against a throwaway cluster
+#   fuzz       libFuzzer on the payload and channel code (test/fuzz),
+#              FUZZ_SECONDS (30) per target, in a throwaway cluster
 # A suite with no test files is skipped.  On failure it prints the diffs and
 # log tails.  It leaves no server running, and it ends with one line
 # "N passed, M failed" counting the build and the suites; the exit status is
@@ -168,24 +170,33 @@ else
 	echo "no tests in test/t: skipped"; skipped+=(tap)
 fi
 
-# 4. pgTAP: a throwaway cluster with the worker preloaded.
-pgtap_suite() {
-	local dir=$WORK/pgtap port=$((55000 + RANDOM % 5000)) db=presence_tap
+# A throwaway cluster with the worker preloaded, in DIR, started; sets
+# CLUSTER_PORT.  Stopped by the cleanup at the latest.
+start_cluster() {
+	local dir=$1
+	CLUSTER_PORT=$((55000 + RANDOM % 5000))
 	mkdir -p "$dir" || return 1
 	if [ "$OWNER" != "$(id -un)" ]; then chown "$OWNER": "$dir" || return 1; fi
 	as_owner initdb -D "$dir/data" -A trust -N >"$dir/initdb.log" 2>&1 ||
 		{ cat "$dir/initdb.log"; return 1; }
 	cat >>"$dir/data/postgresql.conf" <<-CONF
-		port = $port
+		port = $CLUSTER_PORT
 		listen_addresses = ''
 		unix_socket_directories = '$dir'
 		fsync = off
 		shared_preload_libraries = 'presence'
 		presence.startup_grace = 0
 	CONF
-	echo "starting a cluster on port $port (socket in $dir)"
+	echo "starting a cluster on port $CLUSTER_PORT (socket in $dir)"
 	as_owner pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
 		{ tail_file "$dir/server.log" 40; return 1; }
+}
+
+# 4. pgTAP.
+pgtap_suite() {
+	local dir=$WORK/pgtap db=presence_tap
+	start_cluster "$dir" || return 1
+	local port=$CLUSTER_PORT
 	as_owner createdb -h "$dir" -p "$port" "$db" || return 1
 	as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -d "$db" \
 		-c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION presence' ||
@@ -204,6 +215,38 @@ if has_files 'test/pgtap/*.sql'; then
 	record pgtap "$st"
 else
 	echo "no tests in test/pgtap: skipped"; skipped+=(pgtap)
+fi
+
+# 5. The fuzzer: built with clang and libFuzzer, installed next to the
+#    extension, run in a backend of a throwaway cluster (see fuzz_presence.c).
+fuzz_suite() {
+	local dir=$WORK/fuzz secs=${FUZZ_SECONDS:-30} st=0 target runs
+	as_owner make -s -C test/fuzz PG_CONFIG="$PG_CONFIG" CLANG=clang-14 || return 1
+	make -s -C test/fuzz PG_CONFIG="$PG_CONFIG" CLANG=clang-14 install || return 1
+	start_cluster "$dir" || return 1
+	as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$CLUSTER_PORT" -d postgres \
+		-c "CREATE FUNCTION presence_fuzz_run(text, integer) RETURNS bigint
+			AS '\$libdir/presence_fuzz', 'presence_fuzz_run' LANGUAGE C STRICT" ||
+		return 1
+	for target in payload channel; do
+		if runs=$(as_owner psql -X -q -A -t -v ON_ERROR_STOP=1 -h "$dir" -p "$CLUSTER_PORT" \
+			-d postgres -c "SELECT presence_fuzz_run('$target', $secs)"); then
+			echo "$target: $runs inputs in ${secs} s, no failure ($(grep -E '^#[0-9]+[[:space:]]+DONE' "$dir/server.log" | tail -n 1 | grep -oE 'cov: [0-9]+ ft: [0-9]+'))"
+		else
+			st=1
+			grep -E -A 12 'presence fuzz:|ERROR: libFuzzer' "$dir/server.log" | tail -n 40
+		fi
+	done
+	as_owner pg_ctl -D "$dir/data" -m fast -w stop >/dev/null || st=1
+	return "$st"
+}
+
+say "fuzz (libFuzzer, test/fuzz)"
+if has_files 'test/fuzz/*.c'; then
+	st=0; fuzz_suite || st=$?
+	record fuzz "$st"
+else
+	echo "no fuzz targets in test/fuzz: skipped"; skipped+=(fuzz)
 fi
 
 say "summary"

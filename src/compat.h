@@ -148,4 +148,16 @@ PresenceSha256(const uint8 *data, size_t len, uint8 *digest)
 #endif
 }
 
+/*
+ * A JSON lexer over a C string (for the fuzzer's checks): PG 17 added a
+ * context argument and made the string const.
+ */
+#if PG_VERSION_NUM >= 170000
+#define PRESENCE_JSON_LEX(json, len) \
+	makeJsonLexContextCstringLen(NULL, (json), (len), PG_UTF8, true)
+#else
+#define PRESENCE_JSON_LEX(json, len) \
+	makeJsonLexContextCstringLen((char *) (json), (len), PG_UTF8, true)
+#endif
+
 #endif							/* PRESENCE_COMPAT_H */
