@@ -22,6 +22,7 @@ PACKAGES=(
 	libdbd-pg-perl                         # the demo's LISTEN client
 	clang-14                               # the fuzzer (test/fuzz) ...
 	libclang-rt-14-dev                     # ... and its libFuzzer runtime
+	valgrind                               # the valgrind suite
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -12,6 +12,8 @@
 #   pgtap      pg_prove test/pgtap/*.sql against a throwaway cluster
 #   fuzz       libFuzzer on the payload and channel code (test/fuzz),
 #              FUZZ_SECONDS (30) per target, in a throwaway cluster
+#   valgrind   pg_regress again, the server under valgrind memcheck: any
+#              error reported in the extension's code fails it
 # A suite with no test files is skipped.  On failure it prints the diffs and
 # log tails.  It leaves no server running, and it ends with one line
 # "N passed, M failed" counting the build and the suites; the exit status is
@@ -247,6 +249,60 @@ if has_files 'test/fuzz/*.c'; then
 	record fuzz "$st"
 else
 	echo "no fuzz targets in test/fuzz: skipped"; skipped+=(fuzz)
+fi
+
+# 6. pg_regress with the server under valgrind memcheck.  pg_regress runs
+#    the server from --bindir: a copy of the server's bin directory whose
+#    postgres runs the real one under valgrind (pg_ctl is copied rather
+#    than linked, since it looks for postgres next to its resolved path).
+#    The Debian build has no valgrind annotations, so memcheck also reports
+#    PostgreSQL's known false positives (uninitialised padding written to
+#    WAL): only errors with one of the extension's source files among their
+#    top frames count.
+valgrind_suite() {
+	local dir=$WORK/valgrind f st=0
+	mkdir -p "$dir/bin" "$dir/logs" || return 1
+	for f in "$PG_BIN"/*; do ln -s "$f" "$dir/bin/"; done
+	rm -f "$dir/bin/postgres" "$dir/bin/pg_ctl"
+	cp "$PG_BIN/pg_ctl" "$dir/bin/pg_ctl"
+	cat >"$dir/bin/postgres" <<-WRAP
+		#!/bin/sh
+		case "\$1" in -V|--version|-C|--describe-config) exec "$PG_BIN/postgres" "\$@" ;; esac
+		exec valgrind --quiet --error-limit=no --num-callers=40 --leak-check=no \\
+			--log-file="$dir/logs/%p.log" "$PG_BIN/postgres" "\$@"
+	WRAP
+	chmod 755 "$dir/bin/postgres"
+	if [ "$OWNER" != "$(id -un)" ]; then chown -R "$OWNER": "$dir" || return 1; fi
+	installcheck bindir="$dir/bin" ISOLATION= TAP_TESTS= || st=$?
+	[ "$st" -eq 0 ] || tail_file "$SRC/regression.diffs" 100
+	# Error blocks: a message line, then frames; ours if one of the top
+	# four frames is in one of the extension's source files.
+	local ours
+	ours=$(cd src && ls -- *.c | paste -sd '|')
+	awk -v ours="^($ours):[0-9]+$" '
+		/^==[0-9]+== [A-Z]/ && !/^==[0-9]+== +(at|by) / { flush(); msg = $0; n = 0; mine = 0; next }
+		/^==[0-9]+== +(at|by) / {
+			block = block $0 "\n"; n++
+			if (n <= 4) { f = $NF; gsub(/[()]/, "", f); if (f ~ ours) mine = 1 }
+			next
+		}
+		function flush() {
+			if (msg != "") { total++; if (mine) { presence++; printf "%s\n%s", msg, block } }
+			msg = ""; block = ""
+		}
+		END { flush(); printf "memcheck: %d errors, %d of them in presence\n", total, presence; exit presence > 0 }
+	' "$dir"/logs/*.log || st=1
+	return "$st"
+}
+
+say "valgrind (pg_regress under valgrind memcheck)"
+if ! command -v valgrind >/dev/null; then
+	echo "valgrind is not installed"; record valgrind 1
+elif has_files 'test/sql/*.sql'; then
+	st=0; valgrind_suite || st=$?
+	record valgrind "$st"
+else
+	echo "no tests in test/sql: skipped"; skipped+=(valgrind)
 fi
 
 say "summary"
