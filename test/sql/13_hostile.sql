@@ -10,12 +10,24 @@
 SELECT pg_postmaster_start_time() AS h_started \gset
 SET presence.meta_interval = 0;
 SET presence.typing_timeout = '1h';
-SELECT dblink_connect('rooms',
-	format('dbname=%s port=%s host=%s', current_database(),
-		   current_setting('port'),
-		   split_part(current_setting('unix_socket_directories'), ',', 1)));
-SELECT dblink_exec('rooms', 'LISTEN presence');
-SELECT dblink_exec('rooms', 'LISTEN r_sentinel');
+
+-- A second connection to this database, by name (21_search_path uses
+-- these too).
+CREATE FUNCTION h_connect(name text) RETURNS text
+LANGUAGE sql AS $$
+	SELECT dblink_connect(name,
+		format('dbname=%s port=%s host=%s', current_database(),
+			   current_setting('port'),
+			   split_part(current_setting('unix_socket_directories'), ',', 1)))
+$$;
+-- The listener that r_received() reads, on the status channel.
+CREATE FUNCTION h_listen() RETURNS void
+LANGUAGE sql AS $$
+	SELECT h_connect('rooms');
+	SELECT dblink_exec('rooms', 'LISTEN presence');
+	SELECT dblink_exec('rooms', 'LISTEN r_sentinel');
+$$;
+SELECT h_listen();
 
 -- Bystanders, whose rows no call below may change: busy with a message in
 -- a room, typing in it, and invisible.
