@@ -9,7 +9,7 @@
 -- presence.join_check function; a role with no grants can call and read
 -- nothing; and events never carry data of invisible users.  (t_err() is
 -- from 01_setup, r_listen(), r_seq(), r_received() and r_notified() from
--- 10_room_events.)
+-- 10_room_events, h_connect() and h_listen() from 13_hostile.)
 --
 CREATE ROLE regress_sp_app LOGIN;
 GRANT USAGE ON SCHEMA presence TO regress_sp_app;
@@ -130,12 +130,7 @@ END
 $$;
 
 -- The listener hears the status channel and both runs' rooms.
-SELECT dblink_connect('rooms',
-	format('dbname=%s port=%s host=%s', current_database(),
-		   current_setting('port'),
-		   split_part(current_setting('unix_socket_directories'), ',', 1)));
-SELECT dblink_exec('rooms', 'LISTEN presence');
-SELECT dblink_exec('rooms', 'LISTEN r_sentinel');
+SELECT h_listen();
 SELECT r_listen('sp_clean_room', 'sp_dirty_room');
 SELECT count(*) >= 0 AS drained FROM r_received();
 
@@ -160,21 +155,13 @@ SELECT dblink_disconnect('rooms');
 -- extension prepares is prepared while the tampered search_path is set.
 ------------------------------------------------------------------------
 \c -
-SELECT dblink_connect('rooms',
-	format('dbname=%s port=%s host=%s', current_database(),
-		   current_setting('port'),
-		   split_part(current_setting('unix_socket_directories'), ',', 1)));
-SELECT dblink_exec('rooms', 'LISTEN presence');
-SELECT dblink_exec('rooms', 'LISTEN r_sentinel');
+SELECT h_listen();
 SELECT r_listen('sp_clean_room', 'sp_dirty_room');
 SELECT r_seq() AS s0 \gset
-SELECT dblink_connect('sp_locker',
-	format('dbname=%s port=%s host=%s', current_database(),
-		   current_setting('port'),
-		   split_part(current_setting('unix_socket_directories'), ',', 1)));
+SELECT h_connect('sp_locker');
 -- (the helpers used below compiled before their types can be taken over:
--- the temporary schema comes first for types in every search_path, the
--- superuser's too)
+-- for types, the temporary schema comes first in any search_path that
+-- does not name it later, the superuser's default one too)
 SELECT t_err('SELECT 1'), count(*) >= 0 AS drained FROM r_received();
 
 SET SESSION AUTHORIZATION regress_sp_app;
@@ -193,98 +180,59 @@ BEGIN
 END
 $$;
 
--- Functions and aggregates in public, named like those of pg_catalog that
--- the extension uses (each does what the real one does, once recorded),
--- and the same functions in pg_temp.
+-- In public and in pg_temp, a function for each of pg_catalog's with the
+-- names the extension calls, and an operator for each of pg_catalog's on
+-- text, timestamps, intervals, jsonb and enums (the status) with its
+-- function; each does what the real one does, once recorded.
 DO $do$
 DECLARE
-	f text[];
-BEGIN
-	FOREACH f SLICE 1 IN ARRAY ARRAY[
-		-- name, arguments, result, the call it passes on to
-		['now', '', 'timestamptz', 'pg_catalog.now()'],
-		['clock_timestamp', '', 'timestamptz', 'pg_catalog.clock_timestamp()'],
-		['nextval', 'regclass', 'bigint', 'pg_catalog.nextval($1)'],
-		['lower', 'text', 'text', 'pg_catalog.lower($1)'],
-		['upper', 'text', 'text', 'pg_catalog.upper($1)'],
-		['isfinite', 'timestamptz', 'boolean', 'pg_catalog.isfinite($1)'],
-		['enum_range', 'anyenum', 'anyarray', 'pg_catalog.enum_range($1)'],
-		['format', 'text', 'text', 'pg_catalog.format($1)'],
-		['jsonb_build_object', 'text, text, text, jsonb, text, timestamptz', 'jsonb',
-		 'pg_catalog.jsonb_build_object($1, $2, $3, $4, $5, $6)'],
-		['texteq', 'text, text', 'boolean', 'pg_catalog.texteq($1, $2)'],
-		['textne', 'text, text', 'boolean', 'pg_catalog.textne($1, $2)'],
-		['textcat', 'text, text', 'text', 'pg_catalog.textcat($1, $2)'],
-		['timestamptz_lt', 'timestamptz, timestamptz', 'boolean', 'pg_catalog.timestamptz_lt($1, $2)'],
-		['timestamptz_le', 'timestamptz, timestamptz', 'boolean', 'pg_catalog.timestamptz_le($1, $2)'],
-		['timestamptz_gt', 'timestamptz, timestamptz', 'boolean', 'pg_catalog.timestamptz_gt($1, $2)'],
-		['timestamptz_ge', 'timestamptz, timestamptz', 'boolean', 'pg_catalog.timestamptz_ge($1, $2)'],
-		['timestamptz_eq', 'timestamptz, timestamptz', 'boolean', 'pg_catalog.timestamptz_eq($1, $2)'],
-		['timestamptz_mi', 'timestamptz, timestamptz', 'interval', 'pg_catalog.timestamptz_mi($1, $2)'],
-		['timestamptz_pl_interval', 'timestamptz, interval', 'timestamptz', 'pg_catalog.timestamptz_pl_interval($1, $2)'],
-		['status_ne', 'presence.status, presence.status', 'boolean', 'pg_catalog.enum_ne($1, $2)'],
-		['status_eq', 'presence.status, presence.status', 'boolean', 'pg_catalog.enum_eq($1, $2)'],
-		['int8inc', 'bigint', 'bigint', 'pg_catalog.int8inc($1)'],
-		['ts_larger', 'timestamptz, timestamptz', 'timestamptz', 'pg_catalog.timestamptz_larger($1, $2)'],
-		['ts_smaller', 'timestamptz, timestamptz', 'timestamptz', 'pg_catalog.timestamptz_smaller($1, $2)'],
-		['interval_sum', 'interval, interval', 'interval', 'pg_catalog.interval_pl($1, $2)']]
-	LOOP
-		EXECUTE format($f$
-			CREATE FUNCTION public.%1$I(%2$s) RETURNS %3$s
-			LANGUAGE plpgsql SET search_path = pg_catalog AS $b$
-			BEGIN
-				PERFORM public.sp_hit(%4$L);
-				RETURN %5$s;
-			END $b$$f$, f[1], f[2], f[3], format('public.%s(%s)', f[1], f[2]), f[4]);
-		EXECUTE format($f$
-			CREATE FUNCTION pg_temp.%1$I(%2$s) RETURNS %3$s
-			LANGUAGE plpgsql SET search_path = pg_catalog AS $b$
-			BEGIN
-				PERFORM public.sp_hit(%4$L);
-				RETURN %5$s;
-			END $b$$f$, f[1], f[2], f[3], format('pg_temp.%s(%s)', f[1], f[2]), f[4]);
-	END LOOP;
-END
-$do$;
-CREATE FUNCTION public.unnest(anyarray) RETURNS SETOF anyelement
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
-BEGIN
-	PERFORM public.sp_hit('public.unnest(anyarray)');
-	RETURN QUERY SELECT pg_catalog.unnest($1);
-END
-$$;
-CREATE AGGREGATE public.count(*) (sfunc = public.int8inc, stype = bigint, initcond = '0');
-CREATE AGGREGATE public.max(timestamptz) (sfunc = public.ts_larger, stype = timestamptz);
-CREATE AGGREGATE public.min(timestamptz) (sfunc = public.ts_smaller, stype = timestamptz);
-CREATE AGGREGATE public.sum(interval) (sfunc = public.interval_sum, stype = interval);
-
--- Operators in public and in pg_temp, on text, timestamps and the status.
-DO $$
-DECLARE
-	o text[];
+	f record;
 	s text;
 BEGIN
 	FOREACH s IN ARRAY ARRAY['public', 'pg_temp'] LOOP
-		FOREACH o SLICE 1 IN ARRAY ARRAY[
-			['=', 'text', 'text', 'texteq'],
-			['<>', 'text', 'text', 'textne'],
-			['||', 'text', 'text', 'textcat'],
-			['<', 'timestamptz', 'timestamptz', 'timestamptz_lt'],
-			['<=', 'timestamptz', 'timestamptz', 'timestamptz_le'],
-			['>', 'timestamptz', 'timestamptz', 'timestamptz_gt'],
-			['>=', 'timestamptz', 'timestamptz', 'timestamptz_ge'],
-			['=', 'timestamptz', 'timestamptz', 'timestamptz_eq'],
-			['-', 'timestamptz', 'timestamptz', 'timestamptz_mi'],
-			['+', 'timestamptz', 'interval', 'timestamptz_pl_interval'],
-			['<>', 'presence.status', 'presence.status', 'status_ne'],
-			['=', 'presence.status', 'presence.status', 'status_eq']]
+		FOR f IN
+			SELECT p.proname, p.proretset, o.oprname,
+				   pg_get_function_identity_arguments(p.oid) AS args,
+				   pg_get_function_result(p.oid) AS result,
+				   (SELECT string_agg('$' || i, ', ')
+					  FROM generate_series(1, p.pronargs) i) AS params,
+				   format_type(o.oprleft, NULL) AS l, format_type(o.oprright, NULL) AS r
+			  FROM (SELECT ARRAY['text', 'timestamptz', 'interval', 'jsonb',
+								 'anyenum']::regtype[]::oid[] AS types) t
+			 CROSS JOIN pg_proc p
+			  LEFT JOIN pg_operator o ON o.oprcode = p.oid
+			   AND o.oprleft = ANY (t.types) AND o.oprright = ANY (t.types)
+			 WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.prokind = 'f'
+			   AND p.provariadic = 0
+			   AND NOT p.proargtypes::oid[] && ARRAY['internal', '"any"']::regtype[]::oid[]
+			   AND (o.oid IS NOT NULL OR
+					p.proname IN ('now', 'clock_timestamp', 'nextval', 'lower', 'isfinite',
+								  'enum_range', 'unnest', 'format', 'int8inc',
+								  'timestamptz_larger', 'timestamptz_smaller', 'interval_pl'))
+			 ORDER BY p.oid, o.oid
 		LOOP
-			EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = %s.%I)',
-						   s, o[1], o[2], o[3], s, o[4]);
+			EXECUTE format($f$
+				CREATE OR REPLACE FUNCTION %1$s.%2$I(%3$s) RETURNS %4$s
+				LANGUAGE plpgsql SET search_path = pg_catalog AS $b$
+				BEGIN
+					PERFORM public.sp_hit(%5$L);
+					RETURN %6$s pg_catalog.%2$I(%7$s);
+				END $b$$f$, s, f.proname, f.args, f.result,
+				format('%s.%s(%s)', s, f.proname, f.args),
+				CASE WHEN f.proretset THEN 'QUERY SELECT * FROM' END, f.params);
+			IF f.oprname IS NOT NULL THEN
+				EXECUTE format('CREATE OPERATOR %s.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = %s.%I)',
+							   s, f.oprname, f.l, f.r, s, f.proname);
+			END IF;
 		END LOOP;
 	END LOOP;
 END
-$$;
+$do$;
+-- and aggregates in public
+CREATE AGGREGATE public.count(*) (sfunc = public.int8inc, stype = bigint, initcond = '0');
+CREATE AGGREGATE public.max(timestamptz) (sfunc = public.timestamptz_larger, stype = timestamptz);
+CREATE AGGREGATE public.min(timestamptz) (sfunc = public.timestamptz_smaller, stype = timestamptz);
+CREATE AGGREGATE public.sum(interval) (sfunc = public.interval_pl, stype = interval);
 
 -- Types: domains whose check records every value cast to them.
 CREATE DOMAIN public.int8 AS pg_catalog.int8 CHECK (public.sp_hit('domain public.int8'));
