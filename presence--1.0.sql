@@ -379,10 +379,25 @@ BEGIN
 		RAISE EXCEPTION 'user_id, since and until must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF NOT isfinite(time_in_status.since) OR NOT isfinite(time_in_status.until) THEN
+		RAISE EXCEPTION 'since and until must be finite'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The period given runs from %s to %s.',
+								  time_in_status.since, time_in_status.until);
+	END IF;
 	IF time_in_status.since > time_in_status.until THEN
 		RAISE EXCEPTION 'since must not be later than until'
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('The period given runs from %s to %s.',
+								  time_in_status.since, time_in_status.until);
+	END IF;
+	-- A duration is an interval, which holds at most 2^63 microseconds
+	-- (about 292,277 years); PostgreSQL 15 would wrap around silently.
+	IF extract(epoch FROM time_in_status.until)
+	   - extract(epoch FROM time_in_status.since) > 9223372036854.775807 THEN
+		RAISE EXCEPTION 'period is too long'
+			USING ERRCODE = 'datetime_field_overflow',
+				  DETAIL = format('The period given runs from %s to %s; it can be at most 292277 years long.',
 								  time_in_status.since, time_in_status.until);
 	END IF;
 	RETURN QUERY

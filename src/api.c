@@ -27,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -42,6 +43,9 @@ PG_FUNCTION_INFO_V1(presence_heartbeat_many);
 PG_FUNCTION_INFO_V1(presence_disconnect);
 PG_FUNCTION_INFO_V1(presence_set_status);
 PG_FUNCTION_INFO_V1(presence_sweep);
+
+/* How much of an unknown status name its error quotes. */
+#define PRESENCE_MAX_STATUS_QUOTED	64
 
 static SPIPlanPtr heartbeat_probe_plan = NULL;
 static SPIPlanPtr heartbeat_many_probe_plan = NULL;
@@ -457,6 +461,11 @@ ParseManual(Datum value, bool isnull)
 				 errmsg("cannot set status \"offline\""),
 				 errdetail("A user goes offline when their last session ends."),
 				 errhint("Call presence.disconnect() to end sessions, or set 'invisible' to appear offline.")));
+	/* Quote no more than the start of a name that may be a megabyte long. */
+	if (strlen(name) > PRESENCE_MAX_STATUS_QUOTED)
+		name = psprintf("%.*s...",
+						pg_mbcliplen(name, strlen(name),
+									 PRESENCE_MAX_STATUS_QUOTED), name);
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown status \"%s\"", name),
