@@ -11,6 +11,8 @@
 #    again after, the worker stops and a worker serves the new extension,
 #    whose new sessions end with their events; the events a LISTEN client
 #    gets after the new extension is committed are exactly its history;
+#    a call that waited for the DROP's locks fails with a clear error
+#    (42704), not an internal one, and changes nothing;
 #  - DROP DATABASE ... WITH (FORCE) of a database with presence under the
 #    same load, with clients and a listener connected: it succeeds within
 #    seconds, its clients are ended, its worker is gone, its sessions leave
@@ -24,17 +26,17 @@
 #    the documented grants still uses the API, events are written and the
 #    worker still ends sessions;
 #  - pg_dump of a busy database (with --snapshot, so that the test knows
-#    exactly what the dump holds) and pg_restore into new databases, both
-#    with --single-transaction and plainly: users, sessions, members,
-#    typing and history are restored as dumped, the sequence continues
-#    after the restored history (new events have higher seqs, no duplicate),
-#    and the restored database's worker ends the restored sessions whose
-#    ttl passed, each once, dated at its deadline;
-#  - (TODO, a known bug) a restore whose data comes in another order, as
-#    pg_restore -j may load it: when the worker ends restored sessions
-#    before presence.history and presence.seq are loaded, its events take
-#    seqs from the new, empty sequence, and the history's COPY then fails on
-#    them.
+#    exactly what the dump holds) and pg_restore --single-transaction into
+#    a new database: users, sessions, members, typing and history are
+#    restored as dumped, the sequence continues after the restored history
+#    (new events have higher seqs, no duplicate), and the restored
+#    database's worker ends the restored sessions whose ttl passed, each
+#    once, dated at its deadline;
+#  - (TODO, a known bug) a restore in several transactions (plain
+#    pg_restore, pg_restore -j) that the worker acts in the middle of: it
+#    ends due sessions before their memberships are loaded, whose COPY then
+#    fails, and its events take seqs from the new sequence, which collide
+#    with the history still to be loaded.
 use strict;
 use warnings;
 use FindBin;
@@ -44,6 +46,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 use List::Util qw(max);
+use DBD::Pg qw(:async);
 use PresenceTAP;
 
 my $BULK = 3000;    # sessions that fall due together
@@ -83,8 +86,10 @@ sub client_errors
 
 # The messages of calls made while the extension is gone: a function or a
 # table that does not exist; or, for a call that began before the DROP and
-# had to wait for it, the extension was dropped during the call.
-my $GONE = qr/^(?:function presence\.\w+\(.*\) does not exist|relation "presence\.\w+" does not exist|extension "presence" was dropped during the call)/;
+# had to wait for it, the extension was dropped during the call; or, for a
+# typing() after a join() that failed so, the user is not in the room (of
+# the new, empty tables).
+my $GONE = qr/^(?:function presence\.\w+\(.*\) does not exist|relation "presence\.\w+" does not exist|extension "presence" was dropped during the call|user "\w+" is not in room "\w+")/;
 
 sub server_died
 {
@@ -291,6 +296,48 @@ is(worker_complaints($pos), '', 'the worker logged no error or warning');
 my $v = table_violations($dbh);
 is_deeply($v, { map { $_ => 0 } keys %$v }, 'the re-created tables are consistent')
   or diag explain $v;
+
+# --- Calls that wait for DROP and CREATE EXTENSION in one transaction -------
+#
+# A call that began before the DROP and waited for its locks goes on once
+# it commits, with the new tables, but the type its dropped function
+# returns is gone: it must fail with a clear error, not an internal one
+# ("cache lookup failed"), and change nothing.  One backend has used
+# heartbeat() before (its enum values are cached), one never called the API.
+my $warm = db_connect($node, 'churn');
+$warm->do(q{SELECT presence.heartbeat('warm', 's1')});
+my $cold = db_connect($node, 'churn');
+my $ddl = db_connect($node, 'churn');
+$ddl->begin_work;
+$ddl->do('DROP EXTENSION presence');
+$ddl->do('CREATE EXTENSION presence');
+$warm->do(q{SELECT presence.heartbeat('waiting1', 's1')}, { pg_async => PG_ASYNC });
+$cold->do(q{SELECT presence.set_status('waiting2', 'busy', 'x')}, { pg_async => PG_ASYNC });
+ok( defined wait_until(10,
+		sub {
+			query_value($dbh,
+				q{SELECT count(*) FROM pg_stat_activity
+				   WHERE wait_event_type = 'Lock' AND pid IN (?, ?)},
+				$warm->{pg_pid}, $cold->{pg_pid}) == 2;
+		}),
+	'a heartbeat() and a set_status() wait for DROP and CREATE EXTENSION');
+$ddl->commit;
+foreach my $call ([ $warm, 'heartbeat()' ], [ $cold, 'set_status()' ])
+{
+	my ($h, $what) = @$call;
+	eval { $h->pg_result };
+	my $err = $@;
+	like($err, qr/extension "presence" was dropped during the call/,
+		"$what that waited fails with a clear error");
+	is($h->state, '42704', "... SQLSTATE 42704 (undefined_object)");
+}
+is(query_value($dbh, q{SELECT count(*) FROM presence.users WHERE user_id LIKE 'waiting%'}),
+	0, 'and changes nothing');
+is(query_value($warm, q{SELECT presence.heartbeat('waiting1', 's1')}),
+	'online', 'the same call made again works');
+is(query_value($cold, q{SELECT presence.set_status('waiting2', 'busy', 'x')}),
+	'offline', '(both)');
+$_->disconnect foreach $warm, $cold, $ddl;
 
 # ===========================================================================
 # DROP DATABASE ... WITH (FORCE) under load
@@ -604,52 +651,54 @@ is(query_value($h1, 'SELECT errors FROM presence.worker_status()'),
 $l1->disconnect;
 $h1->disconnect;
 
-# --- plain pg_restore ---------------------------------------------------------
-
-my ($h2, $l2, $ok2, $err2) = restore_into('dst2');
-ok($ok2, 'plain pg_restore succeeds') or diag $err2;
-check_restored('dst2', $h2, $l2, 'plain restore');
-$l2->disconnect;
-$h2->disconnect;
-
-# --- The data in another order (pg_restore -j) ------------------------------
+# --- A restore the worker acts in the middle of (TODO) ----------------------
 #
-# pg_restore -j loads the data of the tables in parallel, so the sessions
-# may be in before the history and the sequence.  The same happens here in
-# two steps: everything but the history's data and the sequence's value,
-# then those.  If the worker ends the restored sessions in between, its
-# events draw seqs from the new sequence (1, 2, ...), which the restored
-# history already uses: the history's COPY then fails on a duplicate key
-# and the dumped history is lost, or the new events are older than the
-# restored ones.  A fix needs the worker to know that a restore is under
-# way (or a grace after CREATE EXTENSION); restore with --single-transaction
-# meanwhile.
+# Without --single-transaction, pg_restore commits each table's data on its
+# own, and the restored database's worker runs as soon as CREATE EXTENSION
+# commits.  If it wakes (it does at least every 5 s) after the sessions'
+# data is in but before the rest, it ends the due sessions too early:
+#  - their rows in presence.members are not there yet, and the members'
+#    COPY then fails on its foreign key: every membership is lost;
+#  - its events draw seqs from the new sequence (1, 2, ...), before the
+#    dumped value is set: they collide with the restored history (whose
+#    COPY fails if it comes after, as pg_restore -j may load it) or are
+#    older than it.
+# A plain pg_restore hits this when the worker's wake-up falls between two
+# of its steps (the bigger the dump, the likelier); pg_restore -j also
+# loads the tables in any order.  The steps are made explicit here: the
+# users and the sessions first, then, once the worker has ended the due
+# sessions, the history, members, typing and the sequence.  A fix needs
+# the worker to leave a database alone while it is being restored (a grace
+# after CREATE EXTENSION would cover restores shorter than the grace);
+# until then, restore with --single-transaction, as above.
 my $list = "$PostgreSQL::Test::Utils::tmp_check/src.list";
 my ($toc) = run_command([ 'pg_restore', '-l', $dump ]);
 my @toc = split /\n/, $toc;
-my @late_items = grep { /TABLE DATA presence history|SEQUENCE SET presence seq/ } @toc;
-is(scalar @late_items, 2, 'the dump has the history\'s data and the sequence\'s value');
-PostgreSQL::Test::Utils::append_to_file("$list.1",
-	join("\n", grep { !/TABLE DATA presence history|SEQUENCE SET presence seq/ } @toc) . "\n");
-PostgreSQL::Test::Utils::append_to_file("$list.2", join("\n", @late_items) . "\n");
+my $LATER = qr/TABLE DATA presence (?:history|members|typing)|SEQUENCE SET presence seq/;
+is(scalar(grep { /$LATER/ } @toc), 4, 'the dump has the data of history, members, typing and seq');
+PostgreSQL::Test::Utils::append_to_file("$list.1", join("\n", grep { !/$LATER/ } @toc) . "\n");
+PostgreSQL::Test::Utils::append_to_file("$list.2", join("\n", grep { /$LATER/ } @toc) . "\n");
 $node->safe_psql('postgres', 'CREATE DATABASE dst3');
 wait_until(30, sub { time > $due_by + 0.1 }, 0.05);
 my $ok3 = IPC::Run::run([ 'pg_restore', '-L', "$list.1", '-d', $node->connstr('dst3'), $dump ],
 	'>', \my $o3, '2>', \my $e3);
-ok($ok3, 'the first part of the out-of-order restore succeeds') or diag $e3;
+ok($ok3, 'restore, step 1: the extension, users and sessions') or diag $e3;
 my $h3 = db_connect($node, 'dst3');
 ok( defined wait_until(30,
 		sub {
 			query_value($h3, q{SELECT count(*) FROM presence.sessions WHERE user_id LIKE 'due%'}) == 0;
 		}),
-	'the worker ends the due sessions before the history is loaded');
+	'the worker ends the due sessions before the rest is restored');
 my $ok4 = IPC::Run::run([ 'pg_restore', '-L', "$list.2", '-d', $node->connstr('dst3'), $dump ],
 	'>', \my $o4, '2>', \my $e4);
+note "restore, step 2:\n$e4" if $e4;
+my $now3 = state_of($h3, $NOT_DUE);
 TODO:
 {
-	local $TODO = 'the worker acts on a database that is still being restored';
-	ok($ok4, 'the history and the sequence are restored after the endings') or diag $e4;
-	my %have = map { $_ => 1 } split /\n/, state_of($h3, $NOT_DUE)->{history};
+	local $TODO = 'the worker acts in a database that is still being restored';
+	ok($ok4, 'restore, step 2: history, members, typing and the sequence');
+	is($now3->{members}, $dumped->{members}, 'the memberships are all there');
+	my %have = map { $_ => 1 } split /\n/, $now3->{history};
 	is(scalar(grep { !$have{$_} } split /\n/, $dumped->{history}),
 		0, 'the dumped history is all there');
 	is( query_value($h3,
@@ -660,7 +709,7 @@ TODO:
 $h3->disconnect;
 
 is(worker_complaints($start_pos) =~ s/^.*database "dst3".*$//mgr =~ s/\n//gr, '',
-	'no worker logged an error or warning (outside the out-of-order restore)');
+	'no worker logged an error or warning (outside the interrupted restore)');
 is(server_died($start_pos), '', 'no server process died in the whole test');
 
 $dbh->disconnect;
