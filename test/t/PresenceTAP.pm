@@ -424,7 +424,7 @@ sub stop_psql_client
 		return -1;
 	}
 	$h->finish;
-	return $h->full_result;
+	return ($h->full_results)[0];
 }
 
 sub table_violations
