@@ -30,7 +30,7 @@
 #    after the restart, only their first connect in history;
 #  - every other session alive at the restart ends exactly once (one
 #    history row, one notification with the same seq, by the worker), as a
-#    timeout dated at its stored deadline, within $BOUND s of
+#    timeout dated at its stored deadline, within 3 s ($BOUND) of
 #    max(deadline, end of the grace); users without a session get no event;
 #  - the events after the restart arrive in strictly increasing seq order
 #    and are exactly the history rows written after it.

@@ -573,7 +573,7 @@ sub restore_into
 	my $l = PresenceTAP::Listener->new($node, $db);
 	wait_until(30, sub { time > $due_by + 0.1 }, 0.05);
 	my $t0 = time;
-	my ($ret, $out, $err) = (0, '', '');
+	my ($out, $err) = ('', '');
 	my $ok = IPC::Run::run(
 		[ 'pg_restore', @opts, '-d', $node->connstr($db), $dump ],
 		'>', \$out, '2>', \$err);
