@@ -51,13 +51,24 @@ static SPIPlanPtr heartbeat_probe_plan = NULL;
 static SPIPlanPtr heartbeat_many_probe_plan = NULL;
 
 /*
- * The presence.status value to return from a SQL function.
+ * The presence.status value to return from a SQL function that touched the
+ * tables.  The function itself may have been dropped meanwhile (see
+ * PresenceCheckStatusType), so its return type is looked up without failing.
  */
 static Datum
 ReturnStatus(FunctionCallInfo fcinfo, PresenceStatus status)
 {
-	return PresenceStatusDatum(get_func_rettype(fcinfo->flinfo->fn_oid),
-							   status);
+	HeapTuple	tup = SearchSysCache1(PROCOID,
+									  ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+	Oid			rettype = InvalidOid;
+
+	if (HeapTupleIsValid(tup))
+	{
+		rettype = ((Form_pg_proc) GETSTRUCT(tup))->prorettype;
+		ReleaseSysCache(tup);
+	}
+	PresenceCheckStatusType(rettype);
+	return PresenceStatusDatum(rettype, status);
 }
 
 /* What heartbeat() and heartbeat_many() keep in fn_extra. */
@@ -227,6 +238,7 @@ presence_heartbeat(PG_FUNCTION_ARGS)
 							   away_after, now);
 		SPI_finish();
 		PresenceRestoreRole(&save);
+		PresenceCheckStatusType(info->rettype);
 	}
 	else
 		status = cached.status;

@@ -71,6 +71,7 @@ extern PresenceStatus PresenceStatusFromName(const char *name);
 extern const char *PresenceManualName(PresenceManual manual);
 extern PresenceManual PresenceManualFromName(const char *name);
 extern Datum PresenceStatusDatum(Oid enumtypoid, PresenceStatus status);
+extern void PresenceCheckStatusType(Oid enumtypoid);
 
 /* ---- validate.c: argument checks shared by the SQL functions ---- */
 extern char *PresenceCheckId(Datum value, bool isnull, const char *what);

@@ -10,6 +10,7 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/syscache.h"
 
 #include "presence.h"
 
@@ -81,6 +82,26 @@ PresenceManualFromName(const char *name)
 }
 
 /*
+ * Fail cleanly if the status type a function returns is gone.  A call that
+ * waited for the locks of a DROP EXTENSION, and of a CREATE EXTENSION in
+ * the same transaction, goes on with the new tables, but the type its
+ * (dropped) function returns no longer exists: returning a value of it
+ * would fail on a cache lookup, an internal error.  The call's changes are
+ * rolled back either way.  Callers check after they touched the tables,
+ * which is when the DROP's invalidations are seen.
+ */
+void
+PresenceCheckStatusType(Oid enumtypoid)
+{
+	if (!SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(enumtypoid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"%s\" was dropped during the call",
+						PRESENCE_EXTENSION_NAME),
+				 errhint("Call the function again.")));
+}
+
+/*
  * The presence.status enum Datum for a status.  Enum values are OIDs that
  * differ per installation, so they are looked up once per backend and
  * looked up again if the type itself changes (extension re-created).
@@ -93,6 +114,7 @@ PresenceStatusDatum(Oid enumtypoid, PresenceStatus status)
 
 	if (cached_typoid != enumtypoid)
 	{
+		PresenceCheckStatusType(enumtypoid);
 		for (int i = PRESENCE_ONLINE; i <= PRESENCE_OFFLINE; i++)
 			cached_values[i] = DirectFunctionCall2(enum_in,
 												   CStringGetDatum(status_names[i]),

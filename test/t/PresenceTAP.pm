@@ -351,3 +351,137 @@ sub disconnect
 }
 
 1;
+
+# ---------------------------------------------------------------------------
+# Helpers for the fault tests (008-010): psql clients that run in the
+# background, and consistency checks of the tables.
+# ---------------------------------------------------------------------------
+#
+#   start_psql_client($node, DB, SQL, NAME)
+#                                a psql running the script SQL in the
+#                                background (application_name NAME, query
+#                                output discarded, errors do not stop it
+#                                unless the script sets ON_ERROR_STOP)
+#   client_stderr($client)       what it printed on stderr so far
+#   stop_psql_client($client, SIGNAL)
+#                                send it SIGNAL (if given) and wait, up to
+#                                60 s, for it to end; returns its exit
+#                                status (-1: killed after the 60 s)
+#   table_violations($dbh)       named counts of rows that break an
+#                                invariant of the tables (all 0 when
+#                                consistent)
+#   history_seqs($dbh)           every seq in presence.history, in order
+package PresenceTAP;
+
+use IPC::Run;
+
+push @PresenceTAP::EXPORT, qw(start_psql_client stop_psql_client client_stderr
+  table_violations history_seqs);
+
+my $client_seq = 0;
+
+sub start_psql_client
+{
+	my ($node, $db, $sql, $name) = @_;
+	$client_seq++;
+	$name //= "client$client_seq";
+	my $file = "$PostgreSQL::Test::Utils::tmp_check/psql_${name}_$client_seq.sql";
+	open(my $fh, '>', $file) or die "could not write $file: $!";
+	print $fh $sql;
+	close $fh;
+	# Output goes to files, not pipes: a client nobody pumps must never
+	# block on a full pipe.
+	my $h = IPC::Run::start(
+		[
+			'psql', '-X', '-q', '-o', '/dev/null', '-f', $file, '-d',
+			$node->connstr($db) . " application_name=$name"
+		],
+		'<', '/dev/null', '>', "$file.out", '2>', "$file.err");
+	return { h => $h, name => $name, err_file => "$file.err" };
+}
+
+# What a client printed on stderr so far.
+sub client_stderr
+{
+	my ($client) = @_;
+	return -e $client->{err_file}
+	  ? PostgreSQL::Test::Utils::slurp_file($client->{err_file})
+	  : '';
+}
+
+sub stop_psql_client
+{
+	my ($client, $signal) = @_;
+	my $h = $client->{h};
+	if (defined $signal)
+	{
+		eval { $h->signal($signal) } if $h->pumpable;
+	}
+	my $done = wait_until(60, sub { !$h->pumpable });
+	if (!defined $done)
+	{
+		$h->kill_kill;
+		return -1;
+	}
+	$h->finish;
+	return ($h->full_results)[0];
+}
+
+sub table_violations
+{
+	my ($dbh) = @_;
+	my %checks = (
+		members_without_session => q{
+			SELECT count(*) FROM presence.members m
+			 WHERE NOT EXISTS (SELECT FROM presence.sessions s
+								WHERE s.user_id = m.user_id
+								  AND s.session_id = m.session_id)},
+		sessions_without_user => q{
+			SELECT count(*) FROM presence.sessions s
+			 WHERE NOT EXISTS (SELECT FROM presence.users u
+								WHERE u.user_id = s.user_id)},
+		typing_outside_room => q{
+			SELECT count(*) FROM presence.typing t
+			 WHERE NOT EXISTS (SELECT FROM presence.members m
+								WHERE m.room = t.room AND m.user_id = t.user_id)},
+		present_without_session => q{
+			SELECT count(*) FROM presence.users u
+			 WHERE u.status <> 'offline'
+			   AND NOT EXISTS (SELECT FROM presence.sessions s
+								WHERE s.user_id = u.user_id)},
+		offline_with_session => q{
+			SELECT count(*) FROM presence.users u
+			 WHERE u.status = 'offline'
+			   AND u.manual IS DISTINCT FROM 'invisible'
+			   AND EXISTS (SELECT FROM presence.sessions s
+							WHERE s.user_id = u.user_id)},
+		duplicate_seqs => q{
+			SELECT count(*) - count(DISTINCT seq) FROM presence.history},
+		seqs_beyond_sequence => q{
+			SELECT count(*) FROM presence.history
+			 WHERE seq > (SELECT last_value FROM presence.seq)},
+		broken_history_chains => q{
+			SELECT count(*) FROM (
+				SELECT previous, lag(status) OVER (PARTITION BY user_id
+												   ORDER BY seq) AS before
+				  FROM presence.history) h
+			 WHERE before IS NOT NULL AND before <> previous},
+		status_not_last_announced => q{
+			SELECT count(*) FROM presence.users u
+			 WHERE u.status <> coalesce(
+					(SELECT h.status FROM presence.history h
+					  WHERE h.user_id = u.user_id
+					  ORDER BY h.seq DESC LIMIT 1), 'offline')},
+	);
+	my %v;
+	$v{$_} = query_value($dbh, $checks{$_}) foreach keys %checks;
+	return \%v;
+}
+
+sub history_seqs
+{
+	my ($dbh) = @_;
+	return $dbh->selectcol_arrayref('SELECT seq FROM presence.history ORDER BY seq');
+}
+
+1;
