@@ -108,7 +108,9 @@ GetFnInfo(FunctionCallInfo fcinfo)
  * Whether a heartbeat of an existing session, stored with these deadlines,
  * must be written: it is due, it moves a deadline by the granularity or
  * more (never more than a quarter of either timer), or it makes an idle
- * session active, which is a change of status.
+ * session active, which is a change of status.  A session is idle from its
+ * away_at on, and also before that if a sweep already applied its idle
+ * deadline (a transaction that started just before the deadline).
  */
 static bool
 HeartbeatMustWrite(TimestampTz away_at, TimestampTz end_at, TimestampTz due_at,
@@ -120,7 +122,8 @@ HeartbeatMustWrite(TimestampTz away_at, TimestampTz end_at, TimestampTz due_at,
 	if (due_at <= now || Abs(now + ttl - end_at) >= granularity)
 		return true;
 	return active &&
-		(away_at <= now || Abs(now + away_after - away_at) >= granularity);
+		(away_at <= now || PresenceIdleApplied(away_at, end_at, due_at) ||
+		 Abs(now + away_after - away_at) >= granularity);
 }
 
 /*

@@ -423,7 +423,8 @@ SessionLive(const PresenceSession *s, TimestampTz t)
 static inline bool
 SessionOnline(const PresenceSession *s, TimestampTz t)
 {
-	return SessionLive(s, t) && s->away_at > t;
+	return SessionLive(s, t) && s->away_at > t &&
+		!PresenceIdleApplied(s->away_at, s->end_at, s->due_at);
 }
 
 /*
@@ -928,7 +929,11 @@ PresenceTouchSession(PresenceUser *u, const char *session_id, bool active,
 {
 	PresenceSession *s = PresenceFindSession(u, session_id);
 	bool		is_new = (s == NULL);
+	bool		stays_idle;
 
+	/* An inactive heartbeat leaves an idle session idle. */
+	stays_idle = !is_new && !active &&
+		PresenceIdleApplied(s->away_at, s->end_at, s->due_at);
 	if (is_new)
 	{
 		s = palloc0(sizeof(PresenceSession));
@@ -946,7 +951,7 @@ PresenceTouchSession(PresenceUser *u, const char *session_id, bool active,
 		s->away_at = now + away_after;
 	}
 	s->end_at = now + ttl;
-	s->due_at = (s->away_at > now && s->away_at < s->end_at) ?
+	s->due_at = (s->away_at > now && s->away_at < s->end_at && !stays_idle) ?
 		s->away_at : s->end_at;
 	PresenceWriteSession(u, s, is_new, meta);
 

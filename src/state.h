@@ -26,6 +26,20 @@ typedef struct PresenceSession
 } PresenceSession;
 
 /*
+ * Whether a session's idle deadline has been applied: a sweep (or a call
+ * that found it due) made the session idle, or it was written idle.  Its
+ * next deadline is then its end, although it goes idle before that.  Such
+ * a session stays idle until an active heartbeat, whatever the time a
+ * caller's transaction started: a call that began before a sweep applied
+ * the deadline must not make the user online again.
+ */
+static inline bool
+PresenceIdleApplied(TimestampTz away_at, TimestampTz end_at, TimestampTz due_at)
+{
+	return due_at == end_at && away_at < end_at;
+}
+
+/*
  * The writes of a batch of users, recorded as the state machine decides
  * them and carried out together by PresenceWritesFlush (state.c).
  */
