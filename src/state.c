@@ -877,8 +877,12 @@ PresenceSettle(PresenceUser *u, TimestampTz as_of)
 	 */
 	PresenceRoomsSettle(u, as_of);
 
-	/* A change of message alone dates from the expiry that caused it. */
-	if (change_at == 0)
+	/*
+	 * A change of message alone dates from the expiry that caused it, also
+	 * when the status changed and changed back meanwhile (an away override
+	 * that ran out, then the session went idle): the status is what it was.
+	 */
+	if (change_at == 0 || current == u->status)
 	{
 		change_at = expire ? u->manual_until : moments[nmoments - 1].at;
 		change_kinds = expire ? DUE_EXPIRE : 0;
