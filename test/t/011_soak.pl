@@ -8,7 +8,9 @@
 # heartbeat_many, disconnects of one session and of all, set_status with
 # and without until (invisible included), join (with set_meta and typing
 # in the same transaction), leave, set_meta and typing, and transactions
-# rolled back on purpose.  The worker runs on short timers: sessions end
+# rolled back on purpose; a few sleep before their calls (their now() is
+# then earlier than deadlines the worker applies meanwhile) or after them
+# (holding the user's row lock, which the worker must skip).  The worker runs on short timers: sessions end
 # after 0.3 to 3 s, go idle after 0 to 2 s, overrides expire after 0.3 to
 # 3 s, typing stops after 1 s.  A LISTEN client records every event.
 #
@@ -29,8 +31,10 @@
 #  - no event, history row or room event for anything that was rolled
 #    back (users, messages and session ids used only in those
 #    transactions);
-#  - each user's events chain (each previous is the status before), and
-#    each (room, user)'s joins and leaves alternate;
+#  - each user's events chain (each previous is the status before); an
+#    event made by a call that takes the user online comes from a call
+#    that can (an active heartbeat, a join, set_status); each (room,
+#    user)'s joins and leaves alternate;
 #  - the final state of every user (get(): status, message, sessions;
 #    rooms(), members() with metadata, typing_users()) equals what
 #    PresenceModel.pm computes from the committed calls alone, replayed at
@@ -410,7 +414,8 @@ sub note_committed
 # --- The load ---------------------------------------------------------------------
 
 my (@committed, @errors);
-my %COUNT = (transactions => 0, rolled_back => 0, calls => 0);
+my %COUNT = (transactions => 0, rolled_back => 0, calls => 0, slow_start => 0,
+	slow_end => 0);
 my %CALLS;
 my $max_overdue = 0;
 my $started = time;
@@ -424,6 +429,23 @@ sub send_tx
 	my $tx = gen_tx($cl);
 	my $dbh = $cl->{dbh};
 	my @sql = map { 'SELECT ' . call_sql($dbh, $_) } @{ $tx->{calls} };
+	# Some transactions are slow: they start well before their calls (so
+	# their now() lies before deadlines the worker applies meanwhile), or
+	# hold their user's row lock a while after them (the worker must skip
+	# the user and come back).
+	my $r = $cl->{rng};
+	my $k = $r->int(100);
+	my $sleep = sprintf('SELECT pg_sleep(%.3f)', $r->between(50, 400) / 1000);
+	if (!$tx->{rollback} && $k < 5)
+	{
+		unshift @sql, $sleep;
+		$COUNT{slow_start}++;
+	}
+	elsif (!$tx->{rollback} && $k < 8)
+	{
+		push @sql, $sleep;
+		$COUNT{slow_end}++;
+	}
 	my $sql = $tx->{rollback}
 	  ? join('; ', 'BEGIN', @sql, 'ROLLBACK')
 	  : join('; ', @sql, 'SELECT (extract(epoch FROM now()) * 1000000)::bigint');
@@ -523,6 +545,8 @@ note sprintf('load: %d transactions committed, %d rolled back on purpose, '
 	$COUNT{transactions}, $COUNT{rolled_back}, $COUNT{calls}, $load_seconds,
 	$COUNT{transactions} / $load_seconds);
 note 'calls: ' . join(', ', map { "$_ $CALLS{$_}" } sort keys %CALLS);
+note "slow transactions: $COUNT{slow_start} that slept before their calls, "
+  . "$COUNT{slow_end} that held their user's lock after them";
 
 is(scalar @errors, 0, 'no client got an error') or utf8_diag(join("\n", @errors[ 0 .. ($#errors < 9 ? $#errors : 9) ]));
 
@@ -682,6 +706,41 @@ foreach my $h (@$hist)
 }
 is($broken, 0, "each user's status events chain, each from the status before");
 note "events dated before their user's previous event: $earlier";
+
+# An event dated at the now() of one of its user's transactions was made
+# by that transaction's calls.  If it takes the user to online, one of
+# them must be able to: an active heartbeat (or join, an active heartbeat
+# too) or set_status.  Not an inactive heartbeat, a disconnect or a leave,
+# even when the transaction started before a deadline that the worker
+# applied first.
+my %tx_at;
+foreach my $tx (@committed)
+{
+	foreach my $c (@{ $tx->{calls} })
+	{
+		foreach my $u ($c->{fn} eq 'heartbeat_many' ? @{ $c->{users} } : ($c->{user}))
+		{
+			push @{ $tx_at{"$u\0$tx->{now}"} }, $c;
+		}
+	}
+}
+my ($by_calls, $wrong_online) = (0, 0);
+foreach my $h (@$hist)
+{
+	my $calls = $tx_at{"$h->{user_id}\0" . iso_us($h->{at})} or next;
+	$by_calls++;
+	next unless $h->{status} eq 'online' && $h->{previous} ne 'online';
+	my $can = grep {
+		($_->{fn} =~ /^heartbeat/ && $_->{active}) || $_->{fn} eq 'join'
+		  || $_->{fn} eq 'set_status'
+	} @$calls;
+	next if $can;
+	$wrong_online++;
+	push @examples, "seq $h->{seq}: $h->{user_id} $h->{previous} -> online ($h->{reason}) "
+	  . 'from ' . join(', ', map { $_->{fn} . ($_->{fn} =~ /^heartbeat/ ? ($_->{active} ? ' active' : ' inactive') : '') } @$calls);
+}
+is($wrong_online, 0, "no call that cannot make a user online did so ($by_calls events made by calls)")
+  or diag(join("\n", grep { /-> online/ } @examples));
 
 # Each (room, user): joins and leaves alternate.
 my (%in_room, $bad_room_seq) = ();
