@@ -37,7 +37,7 @@
 # A failing sequence is shrunk (delta debugging over its steps) and
 # printed with the seed that made it and its settings.  Knobs:
 # PRESENCE_MODEL_SEED (default: random, printed), PRESENCE_MODEL_SEQUENCES
-# (default 3000), PRESENCE_MODEL_SECONDS (a time budget, default 90: on a
+# (default 3000), PRESENCE_MODEL_SECONDS (a time budget, default 60: on a
 # slow machine fewer sequences run), PRESENCE_MODEL_ONLY=j (only sequence
 # j of the seed, to repeat a failure).
 use strict;
@@ -65,7 +65,7 @@ use constant DAY => 86_400 * SEC;
 
 my $SEED = $ENV{PRESENCE_MODEL_SEED} // int(rand(2**31));
 my $SEQUENCES = $ENV{PRESENCE_MODEL_SEQUENCES} // 3000;
-my $BUDGET = $ENV{PRESENCE_MODEL_SECONDS} // 90;
+my $BUDGET = $ENV{PRESENCE_MODEL_SECONDS} // 60;
 note "seed $SEED (set PRESENCE_MODEL_SEED=$SEED to repeat this run)";
 
 

@@ -9,8 +9,11 @@
 # so in a comment marked "Open:".
 #
 # Times are integers: microseconds since an origin the caller chooses (the
-# model test uses the start of its transaction, now(), as 0).  $INF and
-# $NINF stand for 'infinity' and '-infinity'.
+# model test uses the start of its transaction, now(), as 0; the soak test
+# the epoch).  $INF and $NINF stand for 'infinity' and '-infinity'.  A
+# call happens at its transaction's now(), which may lie before the time a
+# sweep has already brought its user to: what that sweep applied stays
+# applied (an idle session stays idle until an active heartbeat).
 #
 # The model holds:
 #   users{uid}      the announced view (status, message, since, last_active,
@@ -28,6 +31,9 @@
 #
 # Validation (check_*) returns the SQLSTATE the README documents for a bad
 # argument, or undef.
+#
+# Also shared by the tests: iso_us() (a timestamp as the server prints it,
+# in microseconds) and PresenceModel::Rng (a small seeded generator).
 package PresenceModel;
 
 use strict;
@@ -625,8 +631,12 @@ sub touch_session
 
 # heartbeat(): returns (status, events).  A heartbeat that would move
 # neither deadline by the granularity (at most a quarter of the ttl and of
-# away_after) and changes nothing else writes nothing (README: heartbeat,
-# Settings: "smallest deadline change a heartbeat writes").
+# away_after) and changes nothing else writes nothing.
+# Open: the README's heartbeat section says a heartbeat moving neither
+# deadline "by more than" the granularity writes nothing, its Settings
+# table that the granularity is the "smallest deadline change a heartbeat
+# writes"; the model follows the table (a change of exactly the
+# granularity is written).
 sub heartbeat
 {
 	my ($self, $uid, $sid, $active, $meta, $ttl, $away_after, $now) = @_;
@@ -696,6 +706,8 @@ sub disconnect
 	my $u = $self->{users}{$uid};
 	return ('offline') unless $u;
 	my @ev = $self->settle($u, $now);
+	# Open: the sessions end in the order of their ids (which of them
+	# leaves a room last, as a leave, the others as updates).
 	foreach my $x (sort keys %{ $u->{sessions} })
 	{
 		next if defined $sid && $x ne $sid;
@@ -729,6 +741,9 @@ sub set_status
 }
 
 # join(): returns (undef, events).
+# Open: join()'s heartbeat always writes, with the default timers (the
+# README asks a session with its own ttl to send its next heartbeat() with
+# it, so the default replaces it).
 sub join_room
 {
 	my ($self, $room, $uid, $sid, $meta, $now) = @_;
