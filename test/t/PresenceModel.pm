@@ -9,8 +9,11 @@
 # so in a comment marked "Open:".
 #
 # Times are integers: microseconds since an origin the caller chooses (the
-# model test uses the start of its transaction, now(), as 0).  $INF and
-# $NINF stand for 'infinity' and '-infinity'.
+# model test uses the start of its transaction, now(), as 0; the soak test
+# the epoch).  $INF and $NINF stand for 'infinity' and '-infinity'.  A
+# call happens at its transaction's now(), which may lie before the time a
+# sweep has already brought its user to: what that sweep applied stays
+# applied (an idle session stays idle until an active heartbeat).
 #
 # The model holds:
 #   users{uid}      the announced view (status, message, since, last_active,
@@ -28,6 +31,9 @@
 #
 # Validation (check_*) returns the SQLSTATE the README documents for a bad
 # argument, or undef.
+#
+# Also shared by the tests: iso_us() (a timestamp as the server prints it,
+# in microseconds) and PresenceModel::Rng (a small seeded generator).
 package PresenceModel;
 
 use strict;
@@ -36,9 +42,10 @@ use warnings;
 use Encode ();
 use Storable ();
 use JSON::PP ();
+use Time::Local ();
 
 use Exporter 'import';
-our @EXPORT_OK = qw($INF $NINF canon_json);
+our @EXPORT_OK = qw($INF $NINF canon_json iso_us);
 
 our $INF = 4_000_000_000_000_000_000;
 our $NINF = -$INF;
@@ -73,6 +80,23 @@ sub new
 	return bless $self, $class;
 }
 
+# A timestamp as the server prints it (ISO 8601 in payloads, DateStyle
+# ISO in query results) as microseconds since the epoch.
+sub iso_us
+{
+	my ($s) = @_;
+	return undef unless defined $s;
+	return $INF if $s eq 'infinity';
+	return $NINF if $s eq '-infinity';
+	my ($y, $mo, $d, $h, $mi, $sec, $frac, $oh, $om) = $s =~
+	  /^(\d{4,})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([+-]\d\d)(?::?(\d\d))?/
+	  or die "not a timestamp: $s";
+	$frac = substr(($frac // '') . '000000', 0, 6);
+	my $off = ($oh * 60 + ($oh < 0 || $oh eq '-00' ? -1 : 1) * ($om // 0)) * 60;
+	return (Time::Local::timegm($sec, $mi, $h, $d, $mo - 1, $y) - $off) * SEC
+	  + $frac;
+}
+
 # A deep copy of the whole state (savepoints, guards).
 sub snapshot
 {
@@ -99,23 +123,18 @@ sub max_time
 
 sub bytes_of { return length(Encode::encode_utf8($_[0])); }
 
-sub check_id
+# A text argument: NULL, empty or over $limit bytes.
+sub check_bytes
 {
-	my ($v) = @_;
+	my ($v, $limit) = @_;
 	return '22004' unless defined $v;
 	return '22023' if $v eq '';
-	return '22001' if bytes_of($v) > 256;
+	return '22001' if bytes_of($v) > $limit;
 	return undef;
 }
 
-sub check_room
-{
-	my ($v) = @_;
-	return '22004' unless defined $v;
-	return '22023' if $v eq '';
-	return '22001' if bytes_of($v) > 200;
-	return undef;
-}
+sub check_id { return check_bytes($_[0], 256); }
+sub check_room { return check_bytes($_[0], 200); }
 
 # meta: a Perl value (hash for an object), or undef.  Its JSON text is
 # what jsonb prints; callers keep metadata far from the 2048-byte limit
@@ -612,8 +631,12 @@ sub touch_session
 
 # heartbeat(): returns (status, events).  A heartbeat that would move
 # neither deadline by the granularity (at most a quarter of the ttl and of
-# away_after) and changes nothing else writes nothing (README: heartbeat,
-# Settings: "smallest deadline change a heartbeat writes").
+# away_after) and changes nothing else writes nothing.
+# Open: the README's heartbeat section says a heartbeat moving neither
+# deadline "by more than" the granularity writes nothing, its Settings
+# table that the granularity is the "smallest deadline change a heartbeat
+# writes"; the model follows the table (a change of exactly the
+# granularity is written).
 sub heartbeat
 {
 	my ($self, $uid, $sid, $active, $meta, $ttl, $away_after, $now) = @_;
@@ -683,6 +706,8 @@ sub disconnect
 	my $u = $self->{users}{$uid};
 	return ('offline') unless $u;
 	my @ev = $self->settle($u, $now);
+	# Open: the sessions end in the order of their ids (which of them
+	# leaves a room last, as a leave, the others as updates).
 	foreach my $x (sort keys %{ $u->{sessions} })
 	{
 		next if defined $sid && $x ne $sid;
@@ -716,6 +741,9 @@ sub set_status
 }
 
 # join(): returns (undef, events).
+# Open: join()'s heartbeat always writes, with the default timers (the
+# README asks a session with its own ttl to send its next heartbeat() with
+# it, so the default replaces it).
 sub join_room
 {
 	my ($self, $room, $uid, $sid, $meta, $now) = @_;
@@ -901,6 +929,49 @@ sub pending_deadlines
 	}
 	my %seen;
 	return sort { $a <=> $b } grep { !$seen{$_}++ } @t;
+}
+
+# A small seeded generator (xorshift32), the same on every platform, for
+# the tests' random choices.
+package PresenceModel::Rng;
+
+sub new
+{
+	my ($class, $seed) = @_;
+	my $x = ($seed * 2654435761 + 12345) % 4294967296;
+	$x = 0x9E3779B9 if $x == 0;
+	my $self = bless \$x, $class;
+	$self->next for 1 .. 4;
+	return $self;
+}
+
+sub next
+{
+	my ($self) = @_;
+	my $x = $$self;
+	$x ^= ($x << 13) & 0xFFFFFFFF;
+	$x ^= $x >> 17;
+	$x ^= ($x << 5) & 0xFFFFFFFF;
+	return $$self = $x;
+}
+
+sub int { my ($self, $n) = @_; return $self->next % $n; }
+sub pick { my ($self, @a) = @_; return $a[ $self->int(scalar @a) ]; }
+sub chance { my ($self, $p) = @_; return $self->next < $p * 4294967296; }
+sub between { my ($self, $lo, $hi) = @_; return $lo + $self->int($hi - $lo + 1); }
+
+# weighted(name => weight, ...)
+sub weighted
+{
+	my ($self, @pairs) = @_;
+	my $total = 0;
+	$total += $pairs[ 2 * $_ + 1 ] for 0 .. $#pairs / 2;
+	my $r = $self->int($total);
+	for (my $i = 0; $i < @pairs; $i += 2)
+	{
+		return $pairs[$i] if ($r -= $pairs[ $i + 1 ]) < 0;
+	}
+	return $pairs[-2];
 }
 
 1;
