@@ -12,22 +12,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-
-while read -r var; do unset "$var"; done < <(compgen -e | grep '^PG' || true)
-export LC_ALL=C.UTF-8 LANG=C.UTF-8
-export PATH="$PG_BIN:$PATH"
+# shellcheck source=lib.sh
+. "$ROOT/scripts/lib.sh"
+as_pg() { as_owner "$@"; }
 
 WORK='' LISTENER='' STARTED=''
-
-if [ "$(id -u)" -eq 0 ]; then
-	OWNER=postgres
-	as_pg() { runuser -u postgres -- env HOME="$WORK" PATH="$PATH" "$@"; }
-else
-	OWNER=$(id -un)
-	as_pg() { "$@"; }
-fi
 
 cleanup() {
 	local status=$?
@@ -36,10 +25,7 @@ cleanup() {
 		echo "----- server log (last 30 lines)"
 		tail -n 30 "$WORK/server.log"
 	fi
-	if [ -n "$STARTED" ]; then
-		as_pg pg_ctl -D "$WORK/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
-			as_pg pg_ctl -D "$WORK/data" -m immediate stop >/dev/null 2>&1
-	fi
+	[ -z "$STARTED" ] || cluster_stop "$WORK"
 	if [ -n "$LISTENER" ]; then
 		# It leaves by itself once the server is gone.
 		for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -63,26 +49,17 @@ echo "== setup"
 bash "$ROOT/scripts/setup.sh"
 
 WORK=$(mktemp -d /tmp/presence-demo.XXXXXX)
+LIB_HOME=$WORK
 cp "$ROOT/scripts/listen.pl" "$WORK/"
 [ "$OWNER" = "$(id -un)" ] || chown -R "$OWNER": "$WORK"
 cd "$WORK"
-PORT=$((55000 + RANDOM % 5000))
 DB=demo
 
-echo "== starting a throwaway cluster (port $PORT, socket in $WORK)"
-as_pg initdb -D "$WORK/data" -A trust -N >"$WORK/initdb.log" 2>&1 ||
-	{ cat "$WORK/initdb.log"; exit 1; }
-cat >>"$WORK/data/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-fsync = off
-shared_preload_libraries = 'presence'
-presence.startup_grace = 0
-CONF
+echo "== starting a throwaway cluster (socket in $WORK)"
 STARTED=1
-as_pg pg_ctl -D "$WORK/data" -l "$WORK/server.log" -w -t 60 start >/dev/null ||
-	{ tail -n 40 "$WORK/server.log"; exit 1; }
+cluster_start "$WORK" "presence.startup_grace = 0"
+PORT=$CLUSTER_PORT
+echo "   port $PORT"
 
 psql_() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" "$@"; }
 sql() { psql_ -At -d "$DB" -c "$1"; }

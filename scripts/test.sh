@@ -21,39 +21,21 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-PG_CONFIG=$PG_BIN/pg_config
-
-# Nothing from the caller's environment may steer a connection or a locale.
-while read -r var; do unset "$var"; done < <(compgen -e | grep '^PG' || true)
-export LC_ALL=C.UTF-8 LANG=C.UTF-8
-export PATH="$PG_BIN:$PATH"
+# shellcheck source=lib.sh
+. "$ROOT/scripts/lib.sh"
 
 say() { printf '\n=== %s\n' "$*"; }
 
 passed=0 failed=0 skipped=()
 WORK=''
 
-if [ "$(id -u)" -eq 0 ]; then
-	OWNER=postgres
-	as_owner() { runuser -u postgres -- env HOME="$WORK" PATH="$PATH" "$@"; }
-else
-	OWNER=$(id -un)
-	as_owner() { "$@"; }
-fi
-
 # Stop every server started under $WORK (the pgTAP cluster, and any temp
 # instance an interrupted pg_regress or TAP test left), then clean up.
 cleanup() {
-	local status=$? pidfile dir
+	local status=$?
 	set +e
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-		while IFS= read -r pidfile; do
-			dir=$(dirname "$pidfile")
-			as_owner pg_ctl -D "$dir" -m fast -t 30 stop >/dev/null 2>&1 ||
-				as_owner pg_ctl -D "$dir" -m immediate stop >/dev/null 2>&1
-		done < <(find "$WORK" -name postmaster.pid 2>/dev/null)
+		cluster_stop_all "$WORK"
 		if [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]; then
 			rm -rf "$WORK"
 		else
@@ -85,6 +67,7 @@ fi
 
 # 2. A private copy of the source tree, owned by whoever runs the tests.
 WORK=$(mktemp -d /tmp/presence-test.XXXXXX)
+LIB_HOME=$WORK
 SRC=$WORK/src
 mkdir "$SRC"
 say "copying the source tree to $SRC"
@@ -175,23 +158,8 @@ fi
 # A throwaway cluster with the worker preloaded, in DIR, started; sets
 # CLUSTER_PORT.  Stopped by the cleanup at the latest.
 start_cluster() {
-	local dir=$1
-	CLUSTER_PORT=$((55000 + RANDOM % 5000))
-	mkdir -p "$dir" || return 1
-	if [ "$OWNER" != "$(id -un)" ]; then chown "$OWNER": "$dir" || return 1; fi
-	as_owner initdb -D "$dir/data" -A trust -N >"$dir/initdb.log" 2>&1 ||
-		{ cat "$dir/initdb.log"; return 1; }
-	cat >>"$dir/data/postgresql.conf" <<-CONF
-		port = $CLUSTER_PORT
-		listen_addresses = ''
-		unix_socket_directories = '$dir'
-		fsync = off
-		shared_preload_libraries = 'presence'
-		presence.startup_grace = 0
-	CONF
-	echo "starting a cluster on port $CLUSTER_PORT (socket in $dir)"
-	as_owner pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
-		{ tail_file "$dir/server.log" 40; return 1; }
+	cluster_start "$1" "presence.startup_grace = 0" || return 1
+	echo "started a cluster on port $CLUSTER_PORT (socket in $1)"
 }
 
 # 4. pgTAP.
