@@ -19,7 +19,8 @@ OBJS = \
 	src/cache.o \
 	src/launcher.o \
 	src/worker.o \
-	src/hooks.o
+	src/hooks.o \
+	src/restore.o
 DATA = presence--1.0.sql
 PGFILEDESC = "presence - real-time user presence with timed transitions and NOTIFY events"
 

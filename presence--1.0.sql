@@ -8,6 +8,12 @@ CREATE TYPE presence.status AS ENUM ('online', 'away', 'busy', 'offline');
 -- Ids and room names are opaque byte strings: they compare and sort
 -- bytewise (COLLATE "C"), which is also the cheapest comparison.
 --
+-- The tables have no foreign keys between them: pg_restore -j loads the
+-- data of an extension's tables in parallel, in any order, and would fail
+-- on them.  Every write locks the user's row first and keeps the tables
+-- consistent itself: a session has a users row, and a session's members
+-- rows are deleted, with their events, before the session is (rooms.c).
+--
 -- One row per user ever seen.  The first group of columns is the announced,
 -- public view (what get() and the events show); the manual_* columns are the
 -- user's private override, which is never shown while it is 'invisible'.
@@ -32,7 +38,7 @@ CREATE INDEX users_status_idx ON presence.users (status)
 -- due_at is the next of the two that has not been processed yet, and the
 -- sweep finds its work through the index on it.
 CREATE TABLE presence.sessions (
-	user_id text COLLATE "C" NOT NULL REFERENCES presence.users,
+	user_id text COLLATE "C" NOT NULL,
 	session_id text COLLATE "C" NOT NULL,
 	started_at timestamptz NOT NULL,
 	last_seen timestamptz NOT NULL,
@@ -57,9 +63,7 @@ CREATE TABLE presence.members (
 	joined_at timestamptz NOT NULL,
 	meta_sent_at timestamptz NOT NULL,
 	meta_due_at timestamptz,
-	PRIMARY KEY (room, user_id, session_id),
-	FOREIGN KEY (user_id, session_id) REFERENCES presence.sessions
-		ON DELETE CASCADE
+	PRIMARY KEY (room, user_id, session_id)
 );
 CREATE INDEX members_session_idx ON presence.members (user_id, session_id);
 CREATE INDEX members_meta_due_idx ON presence.members (meta_due_at)

@@ -2,7 +2,8 @@
  *
  * hooks.c
  *	  Hooks that keep the workers in step with DDL: CREATE and DROP
- *	  EXTENSION, and statements that need a database to themselves.
+ *	  EXTENSION, restores, and statements that need a database to
+ *	  themselves.
  *
  * The launcher probes each database once, so without help it would not
  * notice CREATE EXTENSION presence in a database it has already probed,
@@ -39,6 +40,7 @@
 #include "storage/latch.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
 #include "utils/fmgroids.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -106,7 +108,12 @@ PresenceObjectAccess(ObjectAccessType access, Oid classId, Oid objectId,
 		return;
 
 	if (access == OAT_POST_CREATE && IsPresenceExtension(objectId))
+	{
 		wake_launcher_at_commit = true;
+		/* as pg_restore and dump scripts run it: see restore.c */
+		if (!check_function_bodies)
+			PresenceRestoreBegin(MyDatabaseId);
+	}
 	else if (access == OAT_DROP && IsPresenceExtension(objectId))
 		wake_worker_at_commit = true;
 }
@@ -268,6 +275,10 @@ PresenceProcessUtility(PRESENCE_UTILITY_PARAMS)
 		prev_ProcessUtility(PRESENCE_UTILITY_ARGS);
 	else
 		standard_ProcessUtility(PRESENCE_UTILITY_ARGS);
+
+	/* after the statement, so that SET check_function_bodies counts */
+	if (!check_function_bodies)
+		PresenceRestoreJoin(MyDatabaseId);
 }
 
 /*

@@ -381,6 +381,7 @@ LauncherReconcile(const Oid *dbs, int ndbs, TimestampTz now,
 		if (!ls->known || !ls->wanted || ls->running ||
 			slot->pid != 0 || ls->handle != NULL ||
 			now < ls->restart_at || now < slot->paused_until ||
+			PresenceRestoreHolds(slot, now) ||
 			!OidInSorted(slot->dboid, dbs, ndbs))
 			continue;
 		to_start[nstart++] = i;
@@ -518,7 +519,7 @@ LauncherStartWorker(int i, TimestampTz now)
 /*
  * How long the launcher may sleep: until the next rescan, or until a
  * worker is due to be restarted or a held database is released, whichever
- * comes first.  Workers waiting only for others to finish starting need
+ * comes first.  A database held by a restore waits for the latch.  Workers waiting only for others to finish starting need
  * no timer: the postmaster and the workers wake the launcher as they
  * report.
  */
@@ -536,6 +537,9 @@ LauncherTimeout(TimestampTz now)
 		TimestampTz due;
 
 		if (!ls->known || !ls->wanted || ls->running)
+			continue;
+		/* restoring sessions wake the launcher as they exit */
+		if (PresenceRestoreHolds(slot, DT_NOEND))
 			continue;
 		due = Max(ls->restart_at, slot->paused_until);
 		if (due > now && due < next)

@@ -192,6 +192,9 @@ extern int	PresencePruneHistory(TimestampTz before, int limit);
 
 #define PRESENCE_LAST_ERROR_LEN		256
 
+/* sessions of one restore tracked by pid; any more extend restore_until */
+#define PRESENCE_MAX_RESTORERS		8
+
 /*
  * One slot per database that has, or may soon have, a worker: a database
  * being probed for the extension, one whose worker runs or is due to be
@@ -207,6 +210,14 @@ typedef struct PresenceSlot
 	bool		probe_requested;	/* CREATE EXTENSION committed here */
 	bool		absent;			/* the last worker found no extension */
 	TimestampTz paused_until;	/* start no worker before this */
+
+	/*
+	 * A restore in progress (see restore.c): the sessions restoring the
+	 * database, 0 for a free entry, and how long after the last of them
+	 * the database stays held.  No worker starts while either holds.
+	 */
+	int			restorers[PRESENCE_MAX_RESTORERS];
+	TimestampTz restore_until;
 
 	/* Published by the serving worker; pid 0 when there is none. */
 	int			pid;
@@ -293,5 +304,10 @@ extern char *PresenceRoomChannel(const char *room);
 
 /* ---- hooks.c: react to CREATE/DROP EXTENSION and DROP DATABASE ---- */
 extern void PresenceHooksInit(void);
+
+/* ---- restore.c: no worker in a database while it is being restored ---- */
+extern void PresenceRestoreBegin(Oid dboid);
+extern void PresenceRestoreJoin(Oid dboid);
+extern bool PresenceRestoreHolds(PresenceSlot *slot, TimestampTz now);
 
 #endif							/* PRESENCE_H */

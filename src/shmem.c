@@ -210,6 +210,8 @@ PresenceClaimSlot(Oid dboid)
 		slot->probe_requested = false;
 		slot->absent = false;
 		slot->paused_until = 0;
+		memset(slot->restorers, 0, sizeof(slot->restorers));
+		slot->restore_until = 0;
 		slot->pid = 0;
 		slot->latch = NULL;
 		PresenceSlotStart(slot, 0, DT_NOBEGIN);

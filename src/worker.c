@@ -287,8 +287,8 @@ WorkerWaitForExtension(void)
  * Take the database's slot and publish the worker's latch in it.  Exits
  * quietly when the worker is not needed after all: another worker already
  * serves the database (one started by an earlier launcher, say), the
- * launcher has forgotten the database, or a DROP DATABASE is waiting for
- * it.
+ * launcher has forgotten the database, or a DROP DATABASE or a restore is
+ * waiting for it.
  */
 static void
 WorkerAttach(void)
@@ -298,7 +298,8 @@ WorkerAttach(void)
 
 	LWLockAcquire(presence_shared->lock, LW_EXCLUSIVE);
 	slot = PresenceFindSlot(WorkerDatabase);
-	if (slot != NULL && slot->pid == 0 && slot->paused_until <= now)
+	if (slot != NULL && slot->pid == 0 && slot->paused_until <= now &&
+		!PresenceRestoreHolds(slot, now))
 	{
 		slot->pid = MyProcPid;
 		slot->latch = MyLatch;

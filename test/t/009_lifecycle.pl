@@ -32,11 +32,12 @@
 #    (new events have higher seqs, no duplicate), and the restored
 #    database's worker ends the restored sessions whose ttl passed, each
 #    once, dated at its deadline;
-#  - (TODO, a known bug) a restore in several transactions (plain
-#    pg_restore, pg_restore -j) that the worker acts in the middle of: it
-#    ends due sessions before their memberships are loaded, whose COPY then
-#    fails, and its events take seqs from the new sequence, which collide
-#    with the history still to be loaded.
+#  - restores in several transactions: a plain restore in one psql session
+#    that pauses after the users and sessions, past their deadlines (no
+#    worker runs in the database meanwhile, and the log says why), plain
+#    pg_restore and pg_restore -j 2: each restores exactly what was dumped,
+#    and only then does the worker end the due sessions, with seqs after
+#    the dumped ones.
 use strict;
 use warnings;
 use FindBin;
@@ -44,7 +45,7 @@ use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time);
+use Time::HiRes qw(time usleep);
 use List::Util qw(max);
 use DBD::Pg qw(:async);
 use PresenceTAP;
@@ -99,11 +100,21 @@ sub server_died
 		$log =~ /^.*(?:was terminated by signal|terminated; reinitializing|PANIC|exited with exit code [^01]).*$/mg);
 }
 
-# The worker's own errors and warnings since a log position.
+# The worker's own errors and warnings since a log position; a worker
+# stopped for a DROP DATABASE says "terminating ... due to administrator
+# command", which is no complaint.
 sub worker_complaints
 {
 	my ($pos) = @_;
-	return join("\n", log_since($node, $pos) =~ /^.*CONTEXT:  presence worker for database.*$/mg);
+	my ($prev, @found) = ('');
+	foreach my $line (split /\n/, log_since($node, $pos))
+	{
+		push @found, "$prev\n$line"
+		  if $line =~ /CONTEXT:  presence worker for database/
+		  && $prev !~ /terminating background worker "presence worker" due to administrator command/;
+		$prev = $line;
+	}
+	return join("\n", @found);
 }
 
 # Make $n sessions that end $ttl from now, in one statement.
@@ -650,66 +661,93 @@ is(query_value($h1, 'SELECT errors FROM presence.worker_status()'),
 	0, 'single-transaction restore: the worker had no error');
 $l1->disconnect;
 $h1->disconnect;
+# each restored database has a worker: make room for the next ones
+$node->safe_psql('postgres', 'DROP DATABASE dst1');
 
-# --- A restore the worker acts in the middle of (TODO) ----------------------
+# --- Restores in several transactions --------------------------------------
 #
-# Without --single-transaction, pg_restore commits each table's data on its
-# own, and the restored database's worker runs as soon as CREATE EXTENSION
-# commits.  If it wakes (it does at least every 5 s) after the sessions'
-# data is in but before the rest, it ends the due sessions too early:
-#  - their rows in presence.members are not there yet, and the members'
-#    COPY then fails on its foreign key: every membership is lost;
-#  - its events draw seqs from the new sequence (1, 2, ...), before the
-#    dumped value is set: they collide with the restored history (whose
-#    COPY fails if it comes after, as pg_restore -j may load it) or are
-#    older than it.
-# A plain pg_restore hits this when the worker's wake-up falls between two
-# of its steps (the bigger the dump, the likelier); pg_restore -j also
-# loads the tables in any order.  The steps are made explicit here: the
-# users and the sessions first, then, once the worker has ended the due
-# sessions, the history, members, typing and the sequence.  A fix needs
-# the worker to leave a database alone while it is being restored (a grace
-# after CREATE EXTENSION would cover restores shorter than the grace);
-# until then, restore with --single-transaction, as above.
-my $list = "$PostgreSQL::Test::Utils::tmp_check/src.list";
+# Without --single-transaction, a restore creates the extension in one
+# transaction and loads each table in a later one.  A worker started as
+# soon as CREATE EXTENSION commits would end the due sessions before their
+# memberships are loaded (whose COPY then fails on its foreign key) and
+# draw seqs from the new sequence, which collide with the history still to
+# come.  The restoring sessions run with check_function_bodies off, and
+# the worker waits until they have all ended (restore.c).
+#
+# First a plain restore made slow on purpose, in one psql session: the
+# extension, users and sessions, then a pause well past the due sessions'
+# deadlines, during which no worker may run there, then the history,
+# members, typing and the sequence.
 my ($toc) = run_command([ 'pg_restore', '-l', $dump ]);
 my @toc = split /\n/, $toc;
 my $LATER = qr/TABLE DATA presence (?:history|members|typing)|SEQUENCE SET presence seq/;
 is(scalar(grep { /$LATER/ } @toc), 4, 'the dump has the data of history, members, typing and seq');
-PostgreSQL::Test::Utils::append_to_file("$list.1", join("\n", grep { !/$LATER/ } @toc) . "\n");
-PostgreSQL::Test::Utils::append_to_file("$list.2", join("\n", grep { /$LATER/ } @toc) . "\n");
-$node->safe_psql('postgres', 'CREATE DATABASE dst3');
-wait_until(30, sub { time > $due_by + 0.1 }, 0.05);
-my $ok3 = IPC::Run::run([ 'pg_restore', '-L', "$list.1", '-d', $node->connstr('dst3'), $dump ],
-	'>', \my $o3, '2>', \my $e3);
-ok($ok3, 'restore, step 1: the extension, users and sessions') or diag $e3;
-my $h3 = db_connect($node, 'dst3');
-ok( defined wait_until(30,
-		sub {
-			query_value($h3, q{SELECT count(*) FROM presence.sessions WHERE user_id LIKE 'due%'}) == 0;
-		}),
-	'the worker ends the due sessions before the rest is restored');
-my $ok4 = IPC::Run::run([ 'pg_restore', '-L', "$list.2", '-d', $node->connstr('dst3'), $dump ],
-	'>', \my $o4, '2>', \my $e4);
-note "restore, step 2:\n$e4" if $e4;
-my $now3 = state_of($h3, $NOT_DUE);
-TODO:
+my @part;
+foreach my $i (1, 2)
 {
-	local $TODO = 'the worker acts in a database that is still being restored';
-	ok($ok4, 'restore, step 2: history, members, typing and the sequence');
-	is($now3->{members}, $dumped->{members}, 'the memberships are all there');
-	my %have = map { $_ => 1 } split /\n/, $now3->{history};
-	is(scalar(grep { !$have{$_} } split /\n/, $dumped->{history}),
-		0, 'the dumped history is all there');
-	is( query_value($h3,
-			q{SELECT count(*) FROM presence.history WHERE reason = 'timeout'
-			   AND user_id LIKE 'due%' AND seq > ?}, $dumped_seq),
-		20, 'the endings have seqs after the dumped sequence');
+	my $list = "$PostgreSQL::Test::Utils::tmp_check/restore.list.$i";
+	PostgreSQL::Test::Utils::append_to_file($list,
+		join("\n", grep { ($i == 2) == /$LATER/ } @toc) . "\n");
+	($part[$i]) = run_command([ 'pg_restore', '-L', $list, '-f', '-', $dump ]);
 }
+$node->safe_psql('postgres', 'CREATE DATABASE dst3');
+my $l3 = PresenceTAP::Listener->new($node, 'dst3');
+my $log3 = log_position($node);
+wait_until(30, sub { time > $due_by + 0.1 }, 0.05);
+my ($in3, $out3, $err3) = ('', '', '');
+my $psql3 = IPC::Run::start(
+	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('dst3') ],
+	'<', \$in3, '>', \$out3, '2>', \$err3);
+$in3 = $part[1] . "\n\\echo part-1-done\n";
+ok( defined wait_until(60, sub { $psql3->pump_nb; $out3 =~ /part-1-done/ || !$psql3->pumpable }),
+	'restore, step 1: the extension, users and sessions')
+  or diag $err3;
+my $h3 = db_connect($node, 'dst3');
+my $pause = 4;
+my ($seen_worker, $min_due) = (0, 20);
+my $t3 = time;
+while (time < $t3 + $pause)
+{
+	$psql3->pump_nb;
+	$seen_worker ||= defined worker_pid($node, 'dst3');
+	my $n = query_value($h3, q{SELECT count(*) FROM presence.sessions WHERE user_id LIKE 'due%'});
+	$min_due = $n if $n < $min_due;
+	usleep(100_000);
+}
+ok(!$seen_worker, "no worker in the database for the $pause s the restore pauses");
+is($min_due, 20, 'the due sessions are left alone meanwhile');
+like(log_since($node, $log3),
+	qr/presence will not start its worker in this database until the restore has ended/,
+	'the server log says why the worker waits');
+$in3 .= $part[2] . "\n\\q\n";
+$psql3->finish;
+is($?, 0, 'restore, step 2: history, members, typing and the sequence') or diag $err3;
+my $events3 = check_restored('dst3', $h3, $l3, 'paused plain restore');
+is(scalar(grep { $_->{ev}{seq} <= $dumped_seq } @$events3), 0,
+	'paused plain restore: the endings have seqs after the dumped sequence');
+$l3->disconnect;
 $h3->disconnect;
+$node->safe_psql('postgres', 'DROP DATABASE dst3');
 
-is(worker_complaints($start_pos) =~ s/^.*database "dst3".*$//mgr =~ s/\n//gr, '',
-	'no worker logged an error or warning (outside the interrupted restore)');
+# Then pg_restore as such: plain (one transaction per object), and with
+# two jobs, whose leader disconnects before its workers connect.
+foreach my $opts ([], [ '-j', '2' ])
+{
+	my $what = 'pg_restore ' . (join(' ', @$opts) || '(plain)');
+	my $db = 'dst' . (4 + @$opts);
+	my ($h, $l, $ok, $err) = restore_into($db, @$opts);
+	ok($ok, "$what succeeds") or diag $err;
+	my $ev = check_restored($db, $h, $l, $what);
+	is(scalar(grep { $_->{ev}{seq} <= $dumped_seq } @$ev), 0,
+		"$what: the endings have seqs after the dumped sequence");
+	is(query_value($h, 'SELECT count(*) - count(DISTINCT seq) FROM presence.history'),
+		0, "$what: no duplicate seq");
+	$l->disconnect;
+	$h->disconnect;
+	$node->safe_psql('postgres', "DROP DATABASE $db");
+}
+
+is(worker_complaints($start_pos), '', 'no worker logged an error or warning');
 is(server_died($start_pos), '', 'no server process died in the whole test');
 
 $dbh->disconnect;
