@@ -7,9 +7,9 @@
  * dump fed to psql create the extension in one transaction and load its
  * tables' rows in later ones.  A worker started as soon as CREATE
  * EXTENSION commits would sweep a half-loaded database: it ends restored
- * sessions whose memberships are not loaded yet (their COPY then fails on
- * the foreign key) and draws event seqs from the fresh sequence, which
- * then collide with the history still to come.
+ * sessions whose memberships are not loaded yet (they would then belong
+ * to no session) and draws event seqs from the fresh sequence, which then
+ * collide with the history still to come.
  *
  * Every restore tool runs SET check_function_bodies = false on each of
  * its connections, and no application has a reason to.  So a CREATE

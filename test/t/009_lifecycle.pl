@@ -669,9 +669,9 @@ $node->safe_psql('postgres', 'DROP DATABASE dst1');
 # Without --single-transaction, a restore creates the extension in one
 # transaction and loads each table in a later one.  A worker started as
 # soon as CREATE EXTENSION commits would end the due sessions before their
-# memberships are loaded (whose COPY then fails on its foreign key) and
-# draw seqs from the new sequence, which collide with the history still to
-# come.  The restoring sessions run with check_function_bodies off, and
+# memberships are loaded (which would then belong to no session) and draw
+# seqs from the new sequence, which collide with the history still to
+# come; pg_restore -j also loads the tables in any order.  The restoring sessions run with check_function_bodies off, and
 # the worker waits until they have all ended (restore.c).
 #
 # First a plain restore made slow on purpose, in one psql session: the
