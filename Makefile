@@ -2,6 +2,8 @@
 
 EXTENSION = presence
 EXTVERSION = 1.0
+# The release's version (META.json), EXTVERSION as x.y.z; test/t/014 checks both.
+DISTVERSION = 1.0.0
 MODULE_big = presence
 OBJS = \
 	src/presence.o \
@@ -49,3 +51,11 @@ EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regres
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# make dist: the PGXN release archive $(EXTENSION)-$(DISTVERSION).zip of the
+# committed tree (HEAD), every file under the directory $(EXTENSION)-$(DISTVERSION)/.
+dist:
+	git archive --format=zip --prefix=$(EXTENSION)-$(DISTVERSION)/ \
+		-o $(EXTENSION)-$(DISTVERSION).zip HEAD
+
+.PHONY: dist
