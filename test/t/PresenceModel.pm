@@ -26,8 +26,7 @@
 #
 # Every write returns ($result, @events).  An event is a hash with ch
 # ('presence' or "room:<name>"), event, user_id, at and the fields of its
-# kind; the reason of a timed status event may be an array of the reasons
-# the README allows for it (several deadlines at the same instant).
+# kind.
 #
 # Validation (check_*) returns the SQLSTATE the README documents for a bad
 # argument, or undef.
@@ -399,8 +398,8 @@ sub publish
 	my $prev = $u->{status};
 	# Invisible users look like users who disconnected when they went
 	# invisible: their message stays what it was then.
-	# Open: an invisible override that runs out while the user has no
-	# session announces nothing and keeps that message (04_invisible).
+	# An invisible override that runs out while the user has no session
+	# announces nothing and keeps that message (README: Concepts).
 	my $msg =
 	  (!visible($u) || ($o{freeze} && $status eq 'offline'))
 	  ? $u->{message}
@@ -430,8 +429,8 @@ sub publish
 	}
 	elsif ($o{cause} eq 'disconnect')
 	{
-		# Open: a disconnect that leaves only idle sessions (online ->
-		# away) is not in the reason table; it is still the disconnect.
+		# Also a disconnect that leaves only idle sessions (online ->
+		# away; README: the reason table).
 		$reason = 'disconnect';
 	}
 	elsif ($o{cause} eq 'manual')
@@ -441,9 +440,12 @@ sub publish
 	}
 	else
 	{
+		# Deadlines of several kinds at the same instant: the first of
+		# expired, timeout, idle (README: Events).
+		my %kinds = map { $_ => 1 } @{ $o{kinds} };
 		my %name = (expire => 'expired', end => 'timeout', idle => 'idle');
-		my @r = sort map { $name{$_} } @{ $o{kinds} };
-		$reason = @r == 1 ? $r[0] : \@r;
+		my ($first) = grep { $kinds{$_} } qw(expire end idle);
+		$reason = $name{$first};
 	}
 
 	my @ev = ({
