@@ -80,7 +80,7 @@ DefineSettings(void)
 
 	DefineCustomIntVariable("presence.granularity",
 							"Smallest deadline change that a heartbeat writes.",
-							"A heartbeat that moves no deadline by more than this (capped at a quarter of the ttl and of away_after) writes nothing.",
+							"A heartbeat that moves no deadline by this much or more (capped at a quarter of the ttl and of away_after) writes nothing.",
 							&presence_granularity_ms,
 							60 * 1000, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_MS,
