@@ -41,7 +41,7 @@ cleanup() {
 		kill "$SERVER" 2>/dev/null
 		wait "$SERVER" 2>/dev/null
 	fi
-	[ -z "$STARTED" ] || cluster_stop "$WORK"
+	[ -z "$STARTED" ] || cluster_stop "$WORK/pg"
 	if [ -n "$WORK" ]; then
 		if [ "$mode" = test ] && [ "$status" -ne 0 ]; then
 			echo "(kept $WORK for inspection)"
@@ -61,7 +61,7 @@ fi
 command -v node >/dev/null || { echo "run.sh: node (Node.js 18 or later) is not installed" >&2; exit 1; }
 
 echo "== npm ci"
-(cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+(cd "$HERE" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/presence-chat.XXXXXX")
 LIB_HOME=$WORK

@@ -31,6 +31,7 @@ async function main() {
 		user,
 		room: config.room,
 		heartbeatMs: config.heartbeatMs,
+		typingRenewMs: config.typingTimeoutMs / 2,
 		// The overlay's text; its colours are CSS variables (style.css).
 		overlay: { away: 'You are away', offline: 'You are offline', hint: 'Click anywhere to come back' },
 		onChange: render,
@@ -48,8 +49,12 @@ async function main() {
 	$('status-form').addEventListener('submit', async (e) => {
 		e.preventDefault();
 		const form = new FormData(e.target);
-		await presence.setStatus(form.get('status'), form.get('message').trim(), Number(form.get('seconds')));
-		$('menu').open = false;
+		try {
+			await presence.setStatus(form.get('status'), form.get('message').trim(), Number(form.get('seconds')));
+			$('menu').open = false;
+		} catch (err) {
+			addLine('sys error', null, [`could not set the status: ${err.message}`]);
+		}
 	});
 	// The composer: keystrokes drive the typing flag, Enter sends.
 	$('text').addEventListener('input', () => presence.typed($('text').value));
@@ -58,7 +63,7 @@ async function main() {
 		const text = $('text').value.trim();
 		if (!text) return;
 		$('text').value = '';
-		await presence.send(text);
+		await presence.send(text).catch((err) => addLine('sys error', null, [`not sent: ${err.message}`]));
 	});
 
 	let connectedBefore = false;

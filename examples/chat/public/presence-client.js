@@ -105,6 +105,11 @@ export function createPresence(options) {
 		if (state.inRoom && state.status === 'away' && state.manual === 'online' && !beating) heartbeat();
 	}
 
+	// A hidden tab's timers are slowed down (Chrome runs them once a minute
+	// after five minutes hidden): with a session_ttl shorter than that, the
+	// session of a long-hidden tab ends, and the overlay says so when the
+	// person comes back.  A heartbeat that fails (the server is down) is not
+	// sent again: its activity is old news by the next one.
 	async function heartbeat() {
 		if (!state.inRoom || closing) return;
 		const wasActive = active;
@@ -114,7 +119,7 @@ export function createPresence(options) {
 			const { status } = await call('heartbeat', { active: wasActive });
 			setMyStatus(status);
 		} catch {
-			active = active || wasActive;	// the server is down: send it next time
+			// the next heartbeat tells
 		} finally {
 			beating = false;
 		}

@@ -105,7 +105,11 @@ function shoot(who, name) {
 	return who.page.screenshot({ path: path.join(ART, `${name}-${who.user}.png`) });
 }
 
+// Set a status with the menu.  The user may have gone idle meanwhile (away
+// after 3 s): like a person, click the away overlay first if it is in the way.
 async function setStatus(who, status, message = '', seconds = '0') {
+	const overlay = who.page.locator('.presence-overlay');
+	await who.page.addLocatorHandler(overlay, () => overlay.click());
 	await who.page.locator('#menu summary').click();
 	await who.page.locator(`#status-form input[value="${status}"]`).check();
 	await who.page.locator('#status-form input[name="message"]').fill(message);
@@ -113,6 +117,7 @@ async function setStatus(who, status, message = '', seconds = '0') {
 	const done = who.page.waitForResponse((r) => r.url().endsWith('/api/status'));
 	await who.page.locator('#status-form button').click();
 	assert.equal((await done).status(), 200);
+	await who.page.removeLocatorHandler(overlay);
 }
 
 async function history(since, users) {
@@ -242,6 +247,10 @@ step('busy with a message shows on alice\'s page; a server restart loses no even
 		return true;
 	});
 	await shoot(alice, '05-after-restart');
+	// bob has been idle all along: he is away, and his overlay brings him back.
+	await memberRow(alice, 'bob', 'away').waitFor({ timeout: WAIT });
+	await bob.page.locator('.presence-overlay[data-state="away"]').click({ timeout: WAIT });
+	await memberRow(alice, 'bob', 'online').waitFor({ timeout: WAIT });
 });
 
 step('invisible bob looks offline and nothing about him reaches alice', async () => {
