@@ -75,12 +75,15 @@ async function listen() {
 			if (!relay.channel)
 				relay.channel = (await client.query('SELECT presence.room_channel($1) AS ch', [ROOM])).rows[0].ch;
 			await client.query(`LISTEN ${client.escapeIdentifier(relay.channel)}`);
+			// Only the last seq matters here (a browser's first snapshot
+			// starts from it): count the history in big pages.  An app that
+			// stores the seq it reached reads only what came after it.
 			for (;;) {
 				const { rows } = await client.query(
 					'SELECT count(*)::int AS n, max(seq) AS last FROM presence.changes($1, $2)',
-					[relay.head, PAGE]);
+					[relay.head, 100 * PAGE]);
 				if (rows[0].n > 0) relay.head = Number(rows[0].last);
-				if (rows[0].n < PAGE) break;
+				if (rows[0].n < 100 * PAGE) break;
 			}
 			for (const s of relay.streams) s.res.end();		// they resync on reconnect
 			held.forEach(relayEvent);
@@ -116,13 +119,13 @@ function relayEvent(event) {
 			}
 		}
 		for (const s of relay.streams) s.push(event);
-	});
+	}).catch((err) => log(`relay: ${err.message}`));
 }
 
 // Write one server-sent event.  Its id is the seq, which the browser sends
 // back as Last-Event-ID when it reconnects.
 function send(res, event, id) {
-	if (res.writableEnded) return;
+	if (res.writableEnded || res.destroyed) return;
 	res.write(`id: ${id}\ndata: ${JSON.stringify(event)}\n\n`);
 }
 
@@ -154,7 +157,8 @@ async function openStream(req, res, url) {
 		push(event) { if (this.held) this.held.push(event); else send(res, event, event.seq); },
 	};
 	relay.streams.add(stream);
-	const ping = setInterval(() => res.write(': ping\n\n'), 15000);	// keeps proxies from timing out
+	// A comment line now and then keeps proxies from closing an idle stream.
+	const ping = setInterval(() => { if (!res.writableEnded) res.write(': ping\n\n'); }, 15000);
 	req.on('close', () => { relay.streams.delete(stream); clearInterval(ping); });
 
 	try {
@@ -162,6 +166,7 @@ async function openStream(req, res, url) {
 		const missed = [];
 		let last = since;
 		if (since !== null) {
+			// (A real app bounds this: a browser may send any number.)
 			for (;;) {
 				const { rows } = await pool.query(
 					'SELECT seq, user_id, status, previous, reason, message, at FROM presence.changes($1, $2)',

@@ -312,7 +312,9 @@ export function createPresence(options) {
 		});
 		// pagehide, not unload or beforeunload: it also fires on mobile and
 		// when the page goes into the back/forward cache.  sendBeacon still
-		// goes out while the tab closes (a fetch would be cancelled).
+		// goes out while the tab closes (a fetch would be cancelled).  A
+		// reload is a leave and a join to others; an app that would rather
+		// hide that sends nothing and lets the session ttl end the session.
 		addEventListener('pagehide', () => {
 			closing = true;
 			navigator.sendBeacon(`${opts.base}/api/disconnect`, JSON.stringify({ user: me, session }));

@@ -288,10 +288,25 @@ step('invisible bob looks offline and nothing about him reaches alice', async ()
 	await shoot(bob, '06-invisible');
 });
 
-step('closing bob\'s tab sends a disconnect: alice sees him offline at once', async () => {
+step('bob\'s session ends behind his back: his overlay says offline, and a click brings him back', async () => {
 	await bob.page.locator('#text').fill('');
 	await setStatus(bob, 'online');
 	await memberRow(alice, 'bob', 'online').waitFor({ timeout: WAIT });
+	// As if he logged out everywhere from another device.
+	await db.query("SELECT presence.disconnect('bob')");
+	await memberRow(alice, 'bob', 'offline').waitFor({ timeout: WAIT });
+	const overlay = bob.page.locator('.presence-overlay[data-state="offline"]');
+	await overlay.waitFor({ timeout: WAIT });
+	assert.equal(await overlay.locator('.presence-overlay-title').textContent(), 'You are offline');
+	await shoot(bob, '07-offline-overlay');
+	await overlay.click();
+	await memberRow(alice, 'bob', 'online').waitFor({ timeout: WAIT });
+	await overlay.waitFor({ state: 'detached', timeout: WAIT });
+	const [back] = (await history(0, ['bob'])).slice(-1);
+	assert.deepEqual([back.status, back.reason], ['online', 'connect']);
+});
+
+step('closing bob\'s tab sends a disconnect: alice sees him offline at once', async () => {
 	const before = lastSeq(alice);
 	const closedAt = Date.now();
 	await bob.page.close({ runBeforeUnload: true });
@@ -304,5 +319,5 @@ step('closing bob\'s tab sends a disconnect: alice sees him offline at once', as
 	assert.ok(took < 10000, `offline after ${took} ms, not at once`);
 	await alice.page.locator('#feed li[data-event="leave"]', { hasText: 'bob left (disconnected)' }).last()
 		.waitFor({ timeout: WAIT });
-	await shoot(alice, '07-closed');
+	await shoot(alice, '08-closed');
 });
