@@ -20,13 +20,13 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-# shellcheck source=../../scripts/lib.sh
+# shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
 mode=serve setup=1
 for arg in "$@"; do
 	case $arg in
-	--test) mode=test ;;
+	--test) mode='test' ;;
 	--no-setup) setup='' ;;
 	*) echo "usage: bash examples/chat/run.sh [--test] [--no-setup]" >&2; exit 2 ;;
 	esac
@@ -64,6 +64,7 @@ echo "== npm ci"
 (cd "$HERE" && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/presence-chat.XXXXXX")
+# shellcheck disable=SC2034 # as_owner's HOME (lib.sh)
 LIB_HOME=$WORK
 [ "$OWNER" = "$(id -un)" ] || chown "$OWNER": "$WORK"
 echo "== starting a throwaway cluster (socket in $WORK)"
