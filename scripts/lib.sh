@@ -10,7 +10,9 @@
 # as the postgres user; otherwise as the invoking user.
 
 PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PRESENCE_PG_BIN overrides the PostgreSQL bin directory (a private build
+# during development); the default is the system server, what CI uses.
+PG_BIN=${PRESENCE_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PG_CONFIG=$PG_BIN/pg_config
 
 while read -r var; do unset "$var"; done < <(compgen -e | grep '^PG' || true)

@@ -10,7 +10,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+# PG_CONFIG, else PRESENCE_PG_BIN's (as scripts/lib.sh), else the system's.
+PG_CONFIG=${PG_CONFIG:-${PRESENCE_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}/pg_config}
 
 PACKAGES=(
 	build-essential                        # gcc, make, libc headers
@@ -23,7 +24,12 @@ PACKAGES=(
 	clang-14                               # the fuzzer (test/fuzz) ...
 	libclang-rt-14-dev                     # ... and its libFuzzer runtime
 	valgrind                               # the valgrind suite
+	chromium                               # the example chat's browser test (e2e) ...
+	fonts-dejavu-core                      # ... and a font for its pages
 )
+# Node.js 20 and npm come with the machine; Debian's (18) only when missing.
+command -v node >/dev/null || PACKAGES+=(nodejs)
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -14,6 +14,8 @@
 #              FUZZ_SECONDS (30) per target, in a throwaway cluster
 #   valgrind   pg_regress again, the server under valgrind memcheck: any
 #              error reported in the extension's code fails it
+#   e2e        the example chat (examples/chat) end to end: two users in
+#              headless Chromium, its server and a throwaway cluster
 # A suite with no test files is skipped.  On failure it prints the diffs and
 # log tails.  It leaves no server running, and it ends with one line
 # "N passed, M failed" counting the build and the suites; the exit status is
@@ -271,6 +273,20 @@ elif has_files 'test/sql/*.sql'; then
 	record valgrind "$st"
 else
 	echo "no tests in test/sql: skipped"; skipped+=(valgrind)
+fi
+
+# 7. The example chat end to end (examples/chat/run.sh --test): npm ci, a
+#    throwaway cluster, server.js and test/e2e.test.js driving two users in
+#    headless Chromium.  As the owner, never root, so that Chromium keeps
+#    its sandbox; screenshots in $WORK/e2e.
+say "e2e (the example chat in headless Chromium, examples/chat)"
+if has_files 'examples/chat/test/*.test.js'; then
+	st=0
+	as_owner env TMPDIR="$WORK" CHAT_ARTIFACTS="$WORK/e2e" \
+		bash examples/chat/run.sh --test --no-setup || st=$?
+	record e2e "$st"
+else
+	echo "no tests in examples/chat/test: skipped"; skipped+=(e2e)
 fi
 
 say "summary"
