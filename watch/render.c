@@ -757,6 +757,13 @@ lines_event(Watch *w, double at, long long seq, const char *text, bool caught_up
 			   clock, sizeof(clock));
 	head = watch_printf("%s  #%lld  ", clock, seq);
 	buf_add(&b, head);
+	if (w->room)
+	{
+		/* lines of several watchers may share a stream: say which room */
+		buf_add(&b, "[");
+		put_text(w, &b, w->room, 1 << 20);
+		buf_add(&b, "] ");
+	}
 	put_text(w, &b, text, 1 << 20);
 	if (caught_up)
 		buf_add(&b, "  (caught up)");
