@@ -409,9 +409,13 @@ draw_info(Watch *w, Buf *b, int cols)
 	}
 	else
 	{
-		info = watch_printf(" %s as %s, channel \"%s\", after seq %lld   q quit  r reload",
+		char	   *seq = w->last_seq >= 0 ?
+			watch_printf(", after seq %lld", w->last_seq) : watch_strdup("");
+
+		info = watch_printf(" %s as %s, channel \"%s\"%s   q quit  r reload",
 							w->where ? w->where : "?", w->role ? w->role : "?",
-							w->channel ? w->channel : "?", w->last_seq < 0 ? 0 : w->last_seq);
+							w->channel ? w->channel : "?", seq);
+		free(seq);
 		buf_color(w, b, C_DIM);
 	}
 	put_text(w, b, info, cols - 1);
