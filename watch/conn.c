@@ -70,6 +70,7 @@ one_line(const char *msg)
 	return out;
 }
 
+/* The local wall clock, to compare with the server's. */
 static double
 wall_now(void)
 {
@@ -287,12 +288,14 @@ model_ids_array(Watch *w)
 	return buf;
 }
 
+/* A float8 column of epoch seconds, 0 when NULL (unknown). */
 static double
 field_epoch(PGresult *res, int row, int col)
 {
 	return PQgetisnull(res, row, col) ? 0 : strtod(PQgetvalue(res, row, col), NULL);
 }
 
+/* A text column as a new string, NULL when NULL. */
 static char *
 field_strdup(PGresult *res, int row, int col)
 {

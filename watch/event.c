@@ -34,6 +34,7 @@ typedef struct Str
 	size_t		cap;
 } Str;
 
+/* Make room for more bytes and a terminating NUL. */
 static void
 str_reserve(Str *s, size_t more)
 {
@@ -50,6 +51,7 @@ str_reserve(Str *s, size_t more)
 	}
 }
 
+/* Append n bytes. */
 static void
 str_addn(Str *s, const char *p, size_t n)
 {
@@ -59,18 +61,21 @@ str_addn(Str *s, const char *p, size_t n)
 	s->data[s->len] = '\0';
 }
 
+/* Append a C string. */
 static void
 str_add(Str *s, const char *p)
 {
 	str_addn(s, p, strlen(p));
 }
 
+/* Append one byte. */
 static void
 str_addc(Str *s, char c)
 {
 	str_addn(s, &c, 1);
 }
 
+/* Skip JSON whitespace. */
 static void
 skip_ws(Reader *r)
 {
@@ -78,6 +83,7 @@ skip_ws(Reader *r)
 		r->p++;
 }
 
+/* The value of four hex digits (\uXXXX), or -1 if they are not. */
 static int
 hex4(const char *p)
 {
@@ -100,6 +106,7 @@ hex4(const char *p)
 	return v;
 }
 
+/* Append a code point encoded as UTF-8. */
 static void
 add_utf8(Str *s, unsigned int cp)
 {
@@ -248,6 +255,10 @@ skip_nested(Reader *r)
 	return true;
 }
 
+/*
+ * Any JSON value at r->p: strings decoded, objects and arrays as
+ * their text, numbers and literals as their text.
+ */
 static bool
 read_value(Reader *r, JsonKind *kind, char **value)
 {
@@ -299,6 +310,7 @@ read_value(Reader *r, JsonKind *kind, char **value)
 	return true;
 }
 
+/* Free what json_parse_object() allocated, and empty the object. */
 void
 json_free_object(JsonObject *obj)
 {
@@ -436,6 +448,7 @@ fail:
 	return false;
 }
 
+/* A member of the object by key, or NULL. */
 const JsonMember *
 json_get(const JsonObject *obj, const char *key)
 {

@@ -76,6 +76,7 @@ watch_malloc(size_t size)
 	return p;
 }
 
+/* strdup that cannot fail quietly. */
 char *
 watch_strdup(const char *s)
 {
@@ -165,6 +166,7 @@ note_state(Watch *w, const char *fmt,...)
 	free(text);
 }
 
+/* --help: the usage, the keys and the exit codes. */
 static void
 usage(void)
 {
@@ -217,6 +219,10 @@ usage_error(const char *fmt,...)
 	exit(EXIT_WATCH_USAGE);
 }
 
+/*
+ * Read the options and the connection string, and pick the output
+ * mode: JSON if asked, the full screen on a terminal, plain lines otherwise.
+ */
 static void
 parse_options(Watch *w, int argc, char **argv)
 {
@@ -289,6 +295,7 @@ parse_options(Watch *w, int argc, char **argv)
 	}
 }
 
+/* Signal handler: set a flag and wake the loop through the self-pipe. */
 static void
 on_signal(int signo)
 {
@@ -314,6 +321,7 @@ on_signal(int signo)
 	errno = save_errno;
 }
 
+/* Install a signal handler (without SA_RESTART: poll() must wake). */
 static void
 set_handler(int signo, void (*handler) (int))
 {
@@ -401,6 +409,10 @@ read_keys(Watch *w)
 	}
 }
 
+/*
+ * Read the options, connect (any startup error ends the program), then
+ * loop until q, Ctrl-C or a signal.
+ */
 int
 main(int argc, char **argv)
 {

@@ -34,6 +34,7 @@ status_from_text(const char *s)
 	return WS_OFFLINE;
 }
 
+/* The text of a status, as the table shows it. */
 const char *
 status_text(WatchStatus st)
 {
@@ -95,6 +96,7 @@ model_add(Watch *w, const char *user_id)
 	return u;
 }
 
+/* Free one entry's strings. */
 static void
 free_user(WatchUser *u)
 {
@@ -103,6 +105,7 @@ free_user(WatchUser *u)
 	free(u->metas);
 }
 
+/* Forget every user (the room view reloads its members whole). */
 void
 model_clear(Watch *w)
 {
@@ -140,6 +143,10 @@ model_prune(Watch *w, double server_now)
 	w->nusers = j;
 }
 
+/*
+ * The users view's order: groups online, busy, away, offline; by
+ * user id within a group, except offline users, most recently seen first.
+ */
 static int
 compare_users(const void *a, const void *b)
 {
@@ -153,6 +160,7 @@ compare_users(const void *a, const void *b)
 	return strcmp(x->user_id, y->user_id);
 }
 
+/* The room view's order: as members() returned them (join order). */
 static int
 compare_members(const void *a, const void *b)
 {
@@ -162,6 +170,7 @@ compare_members(const void *a, const void *b)
 	return (x->order > y->order) - (x->order < y->order);
 }
 
+/* Sort the model for display. */
 void
 model_sort(Watch *w)
 {

@@ -47,6 +47,7 @@ typedef struct Buf
 	size_t		cap;
 } Buf;
 
+/* Append n bytes to a screen buffer. */
 static void
 buf_addn(Buf *b, const char *p, size_t n)
 {
@@ -66,12 +67,14 @@ buf_addn(Buf *b, const char *p, size_t n)
 	b->data[b->len] = '\0';
 }
 
+/* Append a C string to a screen buffer. */
 static void
 buf_add(Buf *b, const char *p)
 {
 	buf_addn(b, p, strlen(p));
 }
 
+/* Append n spaces (padding). */
 static void
 buf_spaces(Buf *b, int n)
 {
@@ -87,6 +90,10 @@ buf_color(const Watch *w, Buf *b, const char *sgr)
 		buf_add(b, sgr);
 }
 
+/*
+ * Write everything, despite signals and short writes: a frame is one
+ * write, so that the terminal never shows half of it.
+ */
 static void
 write_all(int fd, const char *p, size_t n)
 {
@@ -208,6 +215,7 @@ format_ago(double seconds)
 	return watch_printf("%d d ago", (int) (seconds / 86400));
 }
 
+/* How long ago a time was, for the LAST ACTIVE column; "-" if unknown. */
 static char *
 ago_of(const Watch *w, double t)
 {
@@ -216,6 +224,7 @@ ago_of(const Watch *w, double t)
 	return format_ago(now_server(w) - t);
 }
 
+/* HH:MM:SS in local time. */
 static void
 clock_text(double t, char *out, size_t size)
 {
@@ -226,6 +235,7 @@ clock_text(double t, char *out, size_t size)
 	strftime(out, size, "%H:%M:%S", &tm);
 }
 
+/* The colour of a status's dot: green, red, yellow, grey. */
 static const char *
 status_color(WatchStatus st)
 {
@@ -242,6 +252,7 @@ status_color(WatchStatus st)
 	}
 }
 
+/* A status dot, coloured when colours are on. */
 static void
 put_dot(const Watch *w, Buf *b, WatchStatus st)
 {
@@ -302,6 +313,7 @@ screen_end(Watch *w)
 	w->screen_active = false;
 }
 
+/* Ctrl-Z: give the terminal back before stopping. */
 void
 screen_suspend(Watch *w)
 {
