@@ -46,7 +46,13 @@ TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 endif
 
-EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out
+# presence_watch, the live terminal viewer (watch/): a libpq client built
+# here and installed into PostgreSQL's bindir with the extension.
+WATCH_OBJS = $(patsubst %.c,%.o,$(sort $(wildcard watch/*.c)))
+SCRIPTS_built = watch/presence_watch
+
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out \
+	$(WATCH_OBJS)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -59,3 +65,14 @@ dist:
 		-o $(EXTENSION)-$(DISTVERSION).zip HEAD
 
 .PHONY: dist
+
+# presence_watch is a client program: libpq's headers and library, none of
+# the server's.  Its own rules win over PGXS's %.o: %.c (a longer pattern).
+WATCH_CFLAGS = $(CFLAGS) -Wall -Wextra -Wunused-parameter -Werror -D_GNU_SOURCE -I$(includedir) \
+	-DWATCH_VERSION='"$(EXTVERSION)"'
+
+watch/%.o: watch/%.c watch/watch.h
+	$(CC) $(WATCH_CFLAGS) -c -o $@ $<
+
+watch/presence_watch: $(WATCH_OBJS)
+	$(CC) $(WATCH_CFLAGS) $(LDFLAGS) -o $@ $(WATCH_OBJS) -L$(libdir) -lpq

@@ -17,10 +17,12 @@ PACKAGES=(
 	build-essential                        # gcc, make, libc headers
 	"postgresql-$PG_MAJOR"                 # server, contrib (dblink)
 	"postgresql-server-dev-$PG_MAJOR"      # PGXS, pg_regress, TAP modules
+	libpq-dev                              # presence_watch (a libpq client)
+	tmux                                   # the demo's split screen, 013_watch
 	"postgresql-$PG_MAJOR-pgtap"           # pgTAP extension
 	libtap-parser-sourcehandler-pgtap-perl # pg_prove
 	libipc-run-perl                        # PostgreSQL::Test::Cluster needs it
-	libdbd-pg-perl                         # the demo's LISTEN client
+	libdbd-pg-perl                         # the TAP tests' connections
 	clang-14                               # the fuzzer (test/fuzz) ...
 	libclang-rt-14-dev                     # ... and its libFuzzer runtime
 	valgrind                               # the valgrind suite
