@@ -667,16 +667,6 @@ check_database(Watch *w)
 				  role, needed_functions[i]);
 		PQclear(res);
 	}
-
-	if (w->room)
-	{
-		res = run1(w, "SELECT presence.room_count($1)", w->room);
-		if (strcmp(PQgetvalue(res, 0, 0), "0") == 0)
-			fatal(w, EXIT_WATCH_NO_ROOM,
-				  "unknown room \"%s\": nobody is in it in database \"%s\"",
-				  w->room, w->dbname);
-		PQclear(res);
-	}
 }
 
 /*

@@ -196,7 +196,6 @@ usage(void)
 	printf("  4  could not connect at startup\n");
 	printf("  5  the presence extension is not installed in the database\n");
 	printf("  6  permission denied (the role lacks USAGE and EXECUTE grants)\n");
-	printf("  7  unknown room (nobody is in it)\n");
 }
 
 /*

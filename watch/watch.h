@@ -41,7 +41,6 @@
 #define EXIT_WATCH_CONNECT		4	/* cannot connect at startup */
 #define EXIT_WATCH_NO_EXTENSION 5	/* presence is not installed there */
 #define EXIT_WATCH_PERMISSION	6	/* the role lacks the grants */
-#define EXIT_WATCH_NO_ROOM		7	/* --room names a room nobody is in */
 
 /* Rows read per changes() call while catching up. */
 #define WATCH_PAGE				1000

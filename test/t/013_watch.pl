@@ -18,7 +18,8 @@
 #     output when stdout is not a terminal;
 #  3. each startup error: one line on stderr, nothing on stdout, its exit
 #     code (bad arguments 2, bad connection string 3, unreachable 4, no
-#     extension 5, permission denied 6, unknown room 7);
+#     extension 5, permission denied 6); a room nobody is in yet is no
+#     error: rooms exist as soon as someone joins, and its first join shows;
 #  4. under tmux, what a person sees: users in order (online, busy, away,
 #     offline) with the right coloured dots, status, message, "ago" and
 #     session count; a silent heartbeat and an activity heartbeat updating
@@ -53,7 +54,7 @@ ok(defined $WATCH && $WATCH eq "$bindir/presence_watch",
 	'presence_watch is installed in the bindir and found there in PATH')
   or BAIL_OUT("presence_watch not found in $bindir (make install installs it)");
 like(`$WATCH --version`, qr/^presence_watch \(presence\) \d/, '--version');
-like(`$WATCH --help`, qr/Exit status:.*7\s+unknown room/s,
+like(`$WATCH --help`, qr/Exit status:.*6\s+permission denied/s,
 	'--help documents the exit codes');
 
 # --- The cluster ---------------------------------------------------------------
@@ -537,10 +538,17 @@ my @cases = (
 	[ 'permission denied', 6,
 		qr/^presence_watch: permission denied: role "nogrants" has no USAGE on schema presence/,
 		"host=$host port=$port dbname=postgres user=nogrants" ],
-	[ 'unknown room', 7,
-		qr/^presence_watch: unknown room "nosuch": nobody is in it in database "postgres"$/,
-		"host=$host port=$port dbname=postgres", '--room', 'nosuch' ],
 );
+# A room nobody is in yet: rooms exist as soon as someone joins.
+my $ew = start_watch('--json', "host=$host port=$port dbname=postgres", '--room', 'empty:1');
+ok(defined wait_until(15, sub { werr($ew) =~ /listening on "presence:empty:1"/ }),
+	'a room nobody is in: watching starts')
+  or diag werr($ew);
+sql(q{SELECT presence.join('empty:1', 'zed', 's1')});
+ok(defined wait_events($ew, 10, sub { grep { $_->{event} eq 'join' && $_->{user_id} eq 'zed' } @_ }),
+	'a room nobody is in: its first join shows');
+is(stop_watch($ew), 0, 'a room nobody is in: SIGTERM, exit status 0');
+
 for my $case (@cases)
 {
 	my ($name, $code, $re, @args) = @$case;
