@@ -26,55 +26,6 @@ typedef struct Reader
 	const char *p;
 } Reader;
 
-/* A growing string. */
-typedef struct Str
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-} Str;
-
-/* Make room for more bytes and a terminating NUL. */
-static void
-str_reserve(Str *s, size_t more)
-{
-	if (s->len + more + 1 > s->cap)
-	{
-		size_t		cap = (s->len + more + 1) * 2;
-		char	   *d = watch_malloc(cap);
-
-		if (s->data)
-			memcpy(d, s->data, s->len);
-		free(s->data);
-		s->data = d;
-		s->cap = cap;
-	}
-}
-
-/* Append n bytes. */
-static void
-str_addn(Str *s, const char *p, size_t n)
-{
-	str_reserve(s, n);
-	memcpy(s->data + s->len, p, n);
-	s->len += n;
-	s->data[s->len] = '\0';
-}
-
-/* Append a C string. */
-static void
-str_add(Str *s, const char *p)
-{
-	str_addn(s, p, strlen(p));
-}
-
-/* Append one byte. */
-static void
-str_addc(Str *s, char c)
-{
-	str_addn(s, &c, 1);
-}
-
 /* Skip JSON whitespace. */
 static void
 skip_ws(Reader *r)

@@ -60,54 +60,6 @@ now_server(const Watch *w)
 }
 
 /*
- * Allocation that cannot fail quietly: a viewer out of memory has nothing
- * sensible left to do but say so.
- */
-void *
-watch_malloc(size_t size)
-{
-	void	   *p = calloc(1, size ? size : 1);
-
-	if (p == NULL)
-	{
-		fprintf(stderr, "%s: out of memory\n", WATCH_PROGNAME);
-		exit(EXIT_WATCH_ERROR);
-	}
-	return p;
-}
-
-/* strdup that cannot fail quietly. */
-char *
-watch_strdup(const char *s)
-{
-	size_t		len = strlen(s);
-	char	   *p = watch_malloc(len + 1);
-
-	memcpy(p, s, len + 1);
-	return p;
-}
-
-/*
- * printf into a new string, for messages built in several places.
- */
-char *
-watch_printf(const char *fmt,...)
-{
-	va_list		ap;
-	int			len;
-	char	   *p;
-
-	va_start(ap, fmt);
-	len = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	p = watch_malloc(len + 1);
-	va_start(ap, fmt);
-	vsnprintf(p, len + 1, fmt, ap);
-	va_end(ap);
-	return p;
-}
-
-/*
  * Leave with one line on stderr and a distinct exit code, giving the
  * terminal back first.
  */
@@ -139,14 +91,9 @@ note_state(Watch *w, const char *fmt,...)
 {
 	va_list		ap;
 	char	   *text;
-	int			len;
 
 	va_start(ap, fmt);
-	len = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	text = watch_malloc(len + 1);
-	va_start(ap, fmt);
-	vsnprintf(text, len + 1, fmt, ap);
+	text = watch_vprintf(fmt, ap);
 	va_end(ap);
 
 	switch (w->mode)

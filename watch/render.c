@@ -40,54 +40,20 @@
 static struct termios saved_termios;
 static bool termios_saved;
 
-typedef struct Buf
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-} Buf;
-
-/* Append n bytes to a screen buffer. */
-static void
-buf_addn(Buf *b, const char *p, size_t n)
-{
-	if (b->len + n + 1 > b->cap)
-	{
-		size_t		cap = (b->len + n + 1) * 2;
-		char	   *d = watch_malloc(cap);
-
-		if (b->data)
-			memcpy(d, b->data, b->len);
-		free(b->data);
-		b->data = d;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, p, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
-/* Append a C string to a screen buffer. */
-static void
-buf_add(Buf *b, const char *p)
-{
-	buf_addn(b, p, strlen(p));
-}
-
 /* Append n spaces (padding). */
 static void
-buf_spaces(Buf *b, int n)
+buf_spaces(Str *b, int n)
 {
 	for (int i = 0; i < n; i++)
-		buf_addn(b, " ", 1);
+		str_addn(b, " ", 1);
 }
 
 /* A colour, only when colours are on. */
 static void
-buf_color(const Watch *w, Buf *b, const char *sgr)
+buf_color(const Watch *w, Str *b, const char *sgr)
 {
 	if (w->color)
-		buf_add(b, sgr);
+		str_add(b, sgr);
 }
 
 /*
@@ -118,7 +84,7 @@ write_all(int fd, const char *p, size_t n)
  * ellipsis.  Returns the columns used.
  */
 static int
-put_text(const Watch *w, Buf *b, const char *s, int maxw)
+put_text(const Watch *w, Str *b, const char *s, int maxw)
 {
 	mbstate_t	st;
 	int			used = 0;
@@ -155,15 +121,15 @@ put_text(const Watch *w, Buf *b, const char *s, int maxw)
 		{
 			if (used < maxw)
 			{
-				buf_add(b, ellipsis);
+				str_add(b, ellipsis);
 				used++;
 			}
 			break;
 		}
 		if (bad)
-			buf_addn(b, "?", 1);
+			str_addn(b, "?", 1);
 		else
-			buf_addn(b, p, n);
+			str_addn(b, p, n);
 		used += cw;
 		p += n;
 		left -= n;
@@ -171,11 +137,23 @@ put_text(const Watch *w, Buf *b, const char *s, int maxw)
 	return used;
 }
 
+/* put_text() in the dim colour: notes, placeholders, times. */
+static int
+put_dim(const Watch *w, Str *b, const char *s, int maxw)
+{
+	int			used;
+
+	buf_color(w, b, C_DIM);
+	used = put_text(w, b, s, maxw);
+	buf_color(w, b, C_RESET);
+	return used;
+}
+
 /* The display width of s, as put_text() would print it. */
 static int
 text_width(const Watch *w, const char *s)
 {
-	Buf			scratch = {0};
+	Str			scratch = {0};
 	int			n = put_text(w, &scratch, s, 1 << 20);
 
 	free(scratch.data);
@@ -184,7 +162,7 @@ text_width(const Watch *w, const char *s)
 
 /* A cell: s in exactly width columns, left or right aligned. */
 static void
-put_cell(const Watch *w, Buf *b, const char *s, int width, bool right)
+put_cell(const Watch *w, Str *b, const char *s, int width, bool right)
 {
 	if (width <= 0)
 		return;
@@ -254,21 +232,21 @@ status_color(WatchStatus st)
 
 /* A status dot, coloured when colours are on. */
 static void
-put_dot(const Watch *w, Buf *b, WatchStatus st)
+put_dot(const Watch *w, Str *b, WatchStatus st)
 {
 	buf_color(w, b, status_color(st));
-	buf_add(b, w->utf8 ? "\xe2\x97\x8f" : "*");
+	str_add(b, w->utf8 ? "\xe2\x97\x8f" : "*");
 	buf_color(w, b, C_RESET);
 }
 
 /* End a screen line: clear the rest of it, and go to the next. */
 static void
-end_line(Buf *b, int *row, int rows)
+end_line(Str *b, int *row, int rows)
 {
-	buf_add(b, ESC "[K");
+	str_add(b, ESC "[K");
 	(*row)++;
 	if (*row < rows)
-		buf_add(b, "\r\n");
+		str_add(b, "\r\n");
 }
 
 /*
@@ -325,9 +303,9 @@ screen_suspend(Watch *w)
  * the connection; the clock on the right.
  */
 static void
-draw_header(Watch *w, Buf *b, int cols)
+draw_header(Watch *w, Str *b, int cols)
 {
-	Buf			left = {0};
+	Str			left = {0};
 	char	   *state;
 	const char *state_color;
 	char		clock[16];
@@ -336,10 +314,10 @@ draw_header(Watch *w, Buf *b, int cols)
 				avail;
 	const char *dot = w->utf8 ? " \xc2\xb7 " : " - ";
 
-	buf_add(&left, " presence_watch");
-	buf_add(&left, dot);
-	buf_add(&left, w->dbname ? w->dbname : "?");
-	buf_add(&left, dot);
+	str_add(&left, " presence_watch");
+	str_add(&left, dot);
+	str_add(&left, w->dbname ? w->dbname : "?");
+	str_add(&left, dot);
 	if (w->room)
 	{
 		int			typing = 0;
@@ -347,11 +325,11 @@ draw_header(Watch *w, Buf *b, int cols)
 
 		for (int i = 0; i < w->nusers; i++)
 			typing += w->users[i].typing;
-		buf_add(&left, "room ");
-		buf_add(&left, w->room);
+		str_add(&left, "room ");
+		str_add(&left, w->room);
 		n = watch_printf("%s%d member%s%s%d typing", dot, w->nusers,
 						 w->nusers == 1 ? "" : "s", dot, typing);
-		buf_add(&left, n);
+		str_add(&left, n);
 		free(n);
 	}
 	else
@@ -361,10 +339,10 @@ draw_header(Watch *w, Buf *b, int cols)
 									 w->counts[WS_BUSY], dot,
 									 w->counts[WS_AWAY]);
 
-		buf_add(&left, n);
+		str_add(&left, n);
 		free(n);
 	}
-	buf_add(&left, dot);
+	str_add(&left, dot);
 
 	switch (w->state)
 	{
@@ -400,7 +378,7 @@ draw_header(Watch *w, Buf *b, int cols)
 	if (used + 2 + (int) strlen(clock) <= avail)
 	{
 		buf_spaces(b, avail - used - (int) strlen(clock));
-		buf_add(b, clock);
+		str_add(b, clock);
 	}
 	free(state);
 	free(left.data);
@@ -410,7 +388,7 @@ draw_header(Watch *w, Buf *b, int cols)
  * The second line: where, as whom; or why the connection was lost.
  */
 static void
-draw_info(Watch *w, Buf *b, int cols)
+draw_info(Watch *w, Str *b, int cols)
 {
 	char	   *info;
 
@@ -439,7 +417,7 @@ draw_info(Watch *w, Buf *b, int cols)
  * The recent events, oldest first, in the lines given.
  */
 static void
-draw_events(Watch *w, Buf *b, int cols, int lines, int *row, int rows)
+draw_events(Watch *w, Str *b, int cols, int lines, int *row, int rows)
 {
 	int			first = w->nlog > lines ? w->nlog - lines : 0;
 
@@ -457,24 +435,18 @@ draw_events(Watch *w, Buf *b, int cols, int lines, int *row, int rows)
 
 		clock_text(l->at - w->clock_offset, clock, sizeof(clock));
 		head = watch_printf(" %s  #%lld  ", clock, l->seq);
-		buf_color(w, b, C_DIM);
-		used = put_text(w, b, head, cols - 1);
-		buf_color(w, b, C_RESET);
+		used = put_dim(w, b, head, cols - 1);
 		used += put_text(w, b, l->text, cols - 1 - used);
 		if (l->caught_up)
 		{
-			buf_color(w, b, C_DIM);
-			put_text(w, b, " (caught up)", cols - 1 - used);
-			buf_color(w, b, C_RESET);
+			put_dim(w, b, " (caught up)", cols - 1 - used);
 		}
 		free(head);
 		end_line(b, row, rows);
 	}
 	if (w->nlog == 0)
 	{
-		buf_color(w, b, C_DIM);
-		put_text(w, b, "   (none yet)", cols - 1);
-		buf_color(w, b, C_RESET);
+		put_dim(w, b, "   (none yet)", cols - 1);
 		end_line(b, row, rows);
 	}
 }
@@ -483,7 +455,7 @@ draw_events(Watch *w, Buf *b, int cols, int lines, int *row, int rows)
  * The users view: one row per user, in model order.
  */
 static void
-draw_users(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
+draw_users(Watch *w, Str *b, int cols, int avail, int *row, int rows)
 {
 	int			uw = 4,
 				mw;
@@ -504,15 +476,15 @@ draw_users(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
 		mw = 0;
 
 	buf_color(w, b, C_BOLD);
-	buf_add(b, "   ");
+	str_add(b, "   ");
 	put_cell(w, b, "USER", uw, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	put_cell(w, b, "STATUS", 7, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	put_cell(w, b, "MESSAGE", mw, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	put_cell(w, b, "LAST ACTIVE", 11, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	put_cell(w, b, "SESSIONS", 8, true);
 	buf_color(w, b, C_RESET);
 	end_line(b, row, rows);
@@ -528,17 +500,17 @@ draw_users(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
 		char		sessions[16];
 
 		snprintf(sessions, sizeof(sessions), "%d", u->sessions);
-		buf_add(b, " ");
+		str_add(b, " ");
 		put_dot(w, b, u->status);
-		buf_add(b, " ");
+		str_add(b, " ");
 		put_cell(w, b, u->user_id, uw, false);
-		buf_add(b, "  ");
+		str_add(b, "  ");
 		put_cell(w, b, status_text(u->status), 7, false);
-		buf_add(b, "  ");
+		str_add(b, "  ");
 		put_cell(w, b, u->message ? u->message : "", mw, false);
-		buf_add(b, "  ");
+		str_add(b, "  ");
 		put_cell(w, b, ago, 11, false);
-		buf_add(b, "  ");
+		str_add(b, "  ");
 		put_cell(w, b, sessions, 8, true);
 		free(ago);
 		end_line(b, row, rows);
@@ -547,17 +519,13 @@ draw_users(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
 	{
 		char	   *more = watch_printf("   ... and %d more", w->nusers - shown);
 
-		buf_color(w, b, C_DIM);
-		put_text(w, b, more, cols - 1);
-		buf_color(w, b, C_RESET);
+		put_dim(w, b, more, cols - 1);
 		free(more);
 		end_line(b, row, rows);
 	}
 	else if (w->nusers == 0 && avail > 0)
 	{
-		buf_color(w, b, C_DIM);
-		put_text(w, b, "   (nobody online or recently seen)", cols - 1);
-		buf_color(w, b, C_RESET);
+		put_dim(w, b, "   (nobody online or recently seen)", cols - 1);
 		end_line(b, row, rows);
 	}
 }
@@ -567,14 +535,14 @@ draw_users(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
  * whether they type, their message and their sessions' metadata.
  */
 static void
-draw_room(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
+draw_room(Watch *w, Str *b, int cols, int avail, int *row, int rows)
 {
 	int			uw = 4,
 				msgw = 0,
 				metaw;
 	int			shown;
 	const char *typing_text = w->utf8 ? "typing\xe2\x80\xa6" : "typing...";
-	Buf			typing = {0};
+	Str			typing = {0};
 	int			ntyping = 0;
 
 	for (int i = 0; i < w->nusers; i++)
@@ -602,19 +570,19 @@ draw_room(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
 		metaw = 0;
 
 	buf_color(w, b, C_BOLD);
-	buf_add(b, "   ");
+	str_add(b, "   ");
 	put_cell(w, b, "USER", uw, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	put_cell(w, b, "STATUS", 7, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	put_cell(w, b, "LAST ACTIVE", 11, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	put_cell(w, b, "TYPING", 9, false);
-	buf_add(b, "  ");
+	str_add(b, "  ");
 	if (msgw)
 	{
 		put_cell(w, b, "MESSAGE", msgw, false);
-		buf_add(b, "  ");
+		str_add(b, "  ");
 	}
 	put_text(w, b, "META", metaw);
 	buf_color(w, b, C_RESET);
@@ -631,31 +599,31 @@ draw_room(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
 		if (u->typing)
 		{
 			if (ntyping++ > 0)
-				buf_add(&typing, ", ");
-			buf_add(&typing, u->user_id);
+				str_add(&typing, ", ");
+			str_add(&typing, u->user_id);
 		}
 		if (i < shown)
 		{
 			char	   *ago = ago_of(w, u->last_active);
 			char	   *metas = describe_metas(u->metas);
 
-			buf_add(b, " ");
+			str_add(b, " ");
 			put_dot(w, b, u->status);
-			buf_add(b, " ");
+			str_add(b, " ");
 			put_cell(w, b, u->user_id, uw, false);
-			buf_add(b, "  ");
+			str_add(b, "  ");
 			put_cell(w, b, status_text(u->status), 7, false);
-			buf_add(b, "  ");
+			str_add(b, "  ");
 			put_cell(w, b, ago, 11, false);
-			buf_add(b, "  ");
+			str_add(b, "  ");
 			buf_color(w, b, C_YELLOW);
 			put_cell(w, b, u->typing ? typing_text : "", 9, false);
 			buf_color(w, b, C_RESET);
-			buf_add(b, "  ");
+			str_add(b, "  ");
 			if (msgw)
 			{
 				put_cell(w, b, u->message ? u->message : "", msgw, false);
-				buf_add(b, "  ");
+				str_add(b, "  ");
 			}
 			put_text(w, b, metas, metaw);
 			free(metas);
@@ -667,17 +635,13 @@ draw_room(Watch *w, Buf *b, int cols, int avail, int *row, int rows)
 	{
 		char	   *more = watch_printf("   ... and %d more", w->nusers - shown);
 
-		buf_color(w, b, C_DIM);
-		put_text(w, b, more, cols - 1);
-		buf_color(w, b, C_RESET);
+		put_dim(w, b, more, cols - 1);
 		free(more);
 		end_line(b, row, rows);
 	}
 	else if (w->nusers == 0)
 	{
-		buf_color(w, b, C_DIM);
-		put_text(w, b, "   (nobody in the room)", cols - 1);
-		buf_color(w, b, C_RESET);
+		put_dim(w, b, "   (nobody in the room)", cols - 1);
 		end_line(b, row, rows);
 	}
 	if (ntyping > 0 && *row < rows)
@@ -708,7 +672,7 @@ screen_draw(Watch *w)
 	int			row = 0;
 	int			event_lines = 0,
 				avail;
-	Buf			b = {0};
+	Str			b = {0};
 
 	if (!w->screen_active)
 		return;
@@ -719,7 +683,7 @@ screen_draw(Watch *w)
 	}
 	model_sort(w);
 
-	buf_add(&b, ESC "[H");
+	str_add(&b, ESC "[H");
 	draw_header(w, &b, cols);
 	end_line(&b, &row, rows);
 	if (row < rows)
@@ -754,7 +718,7 @@ screen_draw(Watch *w)
 			end_line(&b, &row, rows);
 		draw_events(w, &b, cols, n, &row, rows);
 	}
-	buf_add(&b, ESC "[J");
+	str_add(&b, ESC "[J");
 	write_all(STDOUT_FILENO, b.data, b.len);
 	free(b.data);
 }
@@ -765,25 +729,25 @@ screen_draw(Watch *w)
 void
 lines_event(Watch *w, double at, long long seq, const char *text, bool caught_up)
 {
-	Buf			b = {0};
+	Str			b = {0};
 	char		clock[16];
 	char	   *head;
 
 	clock_text(at > 0 ? at - w->clock_offset : now_server(w) - w->clock_offset,
 			   clock, sizeof(clock));
 	head = watch_printf("%s  #%lld  ", clock, seq);
-	buf_add(&b, head);
+	str_add(&b, head);
 	if (w->room)
 	{
 		/* lines of several watchers may share a stream: say which room */
-		buf_add(&b, "[");
+		str_add(&b, "[");
 		put_text(w, &b, w->room, 1 << 20);
-		buf_add(&b, "] ");
+		str_add(&b, "] ");
 	}
 	put_text(w, &b, text, 1 << 20);
 	if (caught_up)
-		buf_add(&b, "  (caught up)");
-	buf_add(&b, "\n");
+		str_add(&b, "  (caught up)");
+	str_add(&b, "\n");
 	fputs(b.data, stdout);
 	fflush(stdout);
 	free(head);
@@ -796,14 +760,14 @@ lines_event(Watch *w, double at, long long seq, const char *text, bool caught_up
 void
 lines_state(Watch *w, const char *text)
 {
-	Buf			b = {0};
+	Str			b = {0};
 	char		clock[16];
 
 	clock_text(now_server(w) - w->clock_offset, clock, sizeof(clock));
-	buf_add(&b, clock);
-	buf_add(&b, "  -- ");
+	str_add(&b, clock);
+	str_add(&b, "  -- ");
 	put_text(w, &b, text, 1 << 20);
-	buf_add(&b, "\n");
+	str_add(&b, "\n");
 	fputs(b.data, stdout);
 	fflush(stdout);
 	free(b.data);
@@ -816,11 +780,11 @@ lines_state(Watch *w, const char *text)
 void
 lines_summary(Watch *w)
 {
-	Buf			b = {0};
+	Str			b = {0};
 	int			shown = 0;
 
 	model_sort(w);
-	buf_add(&b, w->room ? "members:" : "present:");
+	str_add(&b, w->room ? "members:" : "present:");
 	for (int i = 0; i < w->nusers; i++)
 	{
 		WatchUser  *u = &w->users[i];
@@ -830,18 +794,18 @@ lines_summary(Watch *w)
 			continue;
 		if (shown++ == 20)
 		{
-			buf_add(&b, " ...");
+			str_add(&b, " ...");
 			break;
 		}
 		item = watch_printf("%s %s (%s%s%s%s%s)", shown > 1 ? "," : "",
 							u->user_id, status_text(u->status),
 							u->message ? ", \"" : "", u->message ? u->message : "",
 							u->message ? "\"" : "", u->typing ? ", typing" : "");
-		buf_add(&b, item);
+		str_add(&b, item);
 		free(item);
 	}
 	if (shown == 0)
-		buf_add(&b, " nobody");
+		str_add(&b, " nobody");
 	lines_state(w, b.data);
 	free(b.data);
 }

@@ -20,6 +20,7 @@
 #ifndef PRESENCE_WATCH_H
 #define PRESENCE_WATCH_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -188,6 +189,14 @@ typedef struct Watch
 	bool		need_redraw;
 } Watch;
 
+/* A growing string, always NUL-terminated (str.c). */
+typedef struct Str
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+} Str;
+
 /* main.c */
 extern double now_monotonic(void);
 extern double now_server(const Watch *w);
@@ -195,10 +204,18 @@ extern void fatal(Watch *w, int code, const char *fmt,...)
 			__attribute__((format(printf, 3, 4), noreturn));
 extern void note_state(Watch *w, const char *fmt,...)
 			__attribute__((format(printf, 2, 3)));
+
+/* str.c */
 extern void *watch_malloc(size_t size);
 extern char *watch_strdup(const char *s);
+extern char *watch_vprintf(const char *fmt, va_list ap)
+			__attribute__((format(printf, 1, 0)));
 extern char *watch_printf(const char *fmt,...)
 			__attribute__((format(printf, 1, 2)));
+extern void str_reserve(Str *s, size_t more);
+extern void str_addn(Str *s, const char *p, size_t n);
+extern void str_add(Str *s, const char *p);
+extern void str_addc(Str *s, char c);
 
 /* conn.c */
 extern void conn_first(Watch *w);
