@@ -305,6 +305,18 @@ AS $$
 	 LIMIT GREATEST(max_rows, 0)
 $$;
 
+-- The seq of the latest change in the history, 0 when it is empty: where
+-- a listener that starts now begins.  After LISTEN, every notification
+-- with a higher seq is new to it; one still committing is not in the
+-- history yet, so it is never counted as seen.
+CREATE FUNCTION presence.last_seq()
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(max(h.seq), 0) FROM presence.history h
+$$;
+
 -- The users visibly present in a room, in the order they joined; an
 -- invisible user is absent, as if disconnected.
 CREATE FUNCTION presence.members(room text)

@@ -29,6 +29,7 @@
 /* The read functions presence_watch calls: the role needs EXECUTE on each. */
 static const char *const needed_functions[] = {
 	"presence.changes(bigint, integer)",
+	"presence.last_seq()",
 	"presence.online_users(integer)",
 	"presence.statuses(text[])",
 	"presence.counts()",
@@ -416,97 +417,36 @@ catch_up(Watch *w)
 }
 
 /*
- * How many history rows follow seq s (at most k), and the last one's seq.
+ * Start from now: the end of the history is presence.last_seq().  With
+ * recent > 0, the users of the last "recent" changes also start the table
+ * (offline users recently seen).  Returns false when the connection was
+ * lost.
  */
 static bool
-probe_history(Watch *w, long long s, int k, long long *count, long long *max)
+start_from_now(Watch *w, int recent)
 {
 	char		since[32],
 				limit[16];
 	const char *params[2] = {since, limit};
 	PGresult   *res;
 
-	snprintf(since, sizeof(since), "%lld", s);
-	snprintf(limit, sizeof(limit), "%d", k);
-	res = run(w, "SELECT count(*), coalesce(max(seq), 0) FROM presence.changes($1, $2)",
-			  2, params);
+	res = run(w, "SELECT presence.last_seq()", 0, NULL);
 	if (res == NULL)
 		return false;
-	*count = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	*max = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	w->last_seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	return true;
-}
+	if (recent == 0 || w->last_seq == 0)
+		return true;
 
-/*
- * Start from now: find the end of the history without reading all of it.
- * changes(s, k) returns fewer than k rows exactly when s is near the end,
- * so the smallest such s is found by doubling and bisection.  With k = 1
- * that s is the last seq; with a larger k the rows after it are the recent
- * history, whose users the table starts with (offline users recently
- * seen).  Returns false when the connection was lost.
- */
-static bool
-find_history_end(Watch *w, int k)
-{
-	long long	lo,
-				hi,
-				count,
-				max;
-
-	if (!probe_history(w, 0, k, &count, &max))
+	snprintf(since, sizeof(since), "%lld",
+			 w->last_seq > recent ? w->last_seq - recent : 0);
+	snprintf(limit, sizeof(limit), "%d", recent);
+	res = run(w, "SELECT DISTINCT user_id FROM presence.changes($1, $2)", 2, params);
+	if (res == NULL)
 		return false;
-	if (count >= k)
-	{
-		lo = 0;
-		hi = k;
-		for (;;)
-		{
-			if (!probe_history(w, hi, k, &count, &max))
-				return false;
-			if (count < k)
-				break;
-			lo = hi;
-			hi *= 2;
-		}
-		while (hi - lo > 1)
-		{
-			long long	mid = lo + (hi - lo) / 2;
-			long long	c,
-						m;
-
-			if (!probe_history(w, mid, k, &c, &m))
-				return false;
-			if (c < k)
-				hi = mid;
-			else
-				lo = mid;
-		}
-		if (!probe_history(w, hi, k, &count, &max))
-			return false;
-		lo = hi;
-	}
-	else
-		lo = 0;
-
-	/* lo: the start of the recent history; max: its last seq */
-	w->last_seq = count > 0 ? max : lo;
-	if (k > 1 && count > 0)
-	{
-		char		since[32],
-					limit[16];
-		const char *params[2] = {since, limit};
-		PGresult   *res;
-
-		snprintf(since, sizeof(since), "%lld", lo);
-		snprintf(limit, sizeof(limit), "%d", k);
-		res = run(w, "SELECT DISTINCT user_id FROM presence.changes($1, $2)", 2, params);
-		if (res == NULL)
-			return false;
-		for (int i = 0; i < PQntuples(res); i++)
-			model_add(w, PQgetvalue(res, i, 0))->dirty = true;
-		PQclear(res);
-	}
+	for (int i = 0; i < PQntuples(res); i++)
+		model_add(w, PQgetvalue(res, i, 0))->dirty = true;
+	PQclear(res);
 	return true;
 }
 
@@ -730,7 +670,7 @@ start_session(Watch *w)
 			if (!catch_up(w))
 				return false;
 		}
-		else if (!find_history_end(w, w->mode == MODE_JSON ? 1 : WATCH_PAGE))
+		else if (!start_from_now(w, w->mode == MODE_JSON ? 0 : WATCH_PAGE))
 			return false;
 	}
 

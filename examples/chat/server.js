@@ -76,15 +76,9 @@ async function listen() {
 				relay.channel = (await client.query('SELECT presence.room_channel($1) AS ch', [ROOM])).rows[0].ch;
 			await client.query(`LISTEN ${client.escapeIdentifier(relay.channel)}`);
 			// Only the last seq matters here (a browser's first snapshot
-			// starts from it): count the history in big pages.  An app that
-			// stores the seq it reached reads only what came after it.
-			for (;;) {
-				const { rows } = await client.query(
-					'SELECT count(*)::int AS n, max(seq) AS last FROM presence.changes($1, $2)',
-					[relay.head, 100 * PAGE]);
-				if (rows[0].n > 0) relay.head = Number(rows[0].last);
-				if (rows[0].n < 100 * PAGE) break;
-			}
+			// starts from it; browsers catch up on their own).
+			const { rows } = await client.query('SELECT presence.last_seq() AS last');
+			relay.head = Math.max(relay.head, Number(rows[0].last));
 			for (const s of relay.streams) s.res.end();		// they resync on reconnect
 			held.forEach(relayEvent);
 			held = null;

@@ -5,13 +5,13 @@
 -- heartbeat_many(), which are plain functions that switch to their owner
 -- and pin the search_path in C whenever they touch the tables.
 BEGIN;
-SELECT plan(224);
+SELECT plan(233);
 SET LOCAL search_path = public, pg_catalog;
 
 SELECT functions_are('presence',
 	ARRAY['heartbeat', 'heartbeat_many', 'disconnect', 'set_status', 'sweep', 'worker_status',
 		  'cache_status',
-		  'statuses', 'get', 'online_users', 'counts', 'changes',
+		  'statuses', 'get', 'online_users', 'counts', 'changes', 'last_seq',
 		  'join', 'leave', 'set_meta', 'typing', 'broadcast', 'room_channel',
 		  'members', 'room_count', 'rooms', 'typing_users', 'time_in_status'],
 	'schema presence has exactly the documented functions');
@@ -91,6 +91,10 @@ INSERT INTO tap_fn VALUES
  'since bigint DEFAULT 0, max_rows integer DEFAULT 1000',
  'TABLE(seq bigint, user_id text, status presence.status, previous presence.status, reason text, message text, at timestamp with time zone)',
  'sql', 'stable', true),
+('last_seq', ARRAY[]::name[],
+ 'presence.last_seq()', 'bigint',
+ '',
+ 'bigint', 'sql', 'stable', false),
 -- rooms
 ('join', ARRAY['text', 'text', 'text', 'jsonb'],
  'presence.join(text,text,text,jsonb)', 'void',

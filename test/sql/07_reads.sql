@@ -1,5 +1,5 @@
 --
--- get(), statuses(), online_users(), counts(), changes().
+-- get(), statuses(), online_users(), counts(), changes(), last_seq().
 --
 BEGIN;
 SELECT now() AS t0 \gset
@@ -38,6 +38,13 @@ SELECT count(*) FROM presence.changes(:last - 3);
 SELECT count(*) FROM presence.changes(0, 2);
 SELECT bool_and(seq > 0) FROM presence.changes();
 SELECT user_id, status, previous, reason FROM presence.changes(:last - 2, 1);
+-- last_seq(): the end of the history, where a new listener starts
+SELECT presence.last_seq() = :last AS last_seq_is_the_end;
+SELECT count(*) FROM presence.changes(presence.last_seq());
+BEGIN;
+DELETE FROM presence.history;
+SELECT presence.last_seq() AS last_seq_of_an_empty_history;
+ROLLBACK;
 
 SELECT presence.disconnect(user_id) FROM presence.users ORDER BY user_id;
 SELECT count(*) >= 0 FROM t_events(now());
