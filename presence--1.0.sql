@@ -294,11 +294,12 @@ CREATE FUNCTION presence.changes(since bigint DEFAULT 0,
 								 max_rows integer DEFAULT 1000)
 RETURNS TABLE(seq bigint, user_id text, status presence.status,
 			  previous presence.status, reason text, message text,
-			  at timestamptz)
+			  last_active timestamptz, at timestamptz)
 LANGUAGE sql STABLE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-	SELECT h.seq, h.user_id, h.status, h.previous, h.reason, h.message, h.at
+	SELECT h.seq, h.user_id, h.status, h.previous, h.reason, h.message,
+		   h.last_active, h.at
 	  FROM presence.history h
 	 WHERE h.seq > since
 	 ORDER BY h.seq

@@ -381,7 +381,8 @@ emit_change(Watch *w, PGresult *res, int row)
 }
 
 static const char changes_sql[] =
-	"SELECT seq, user_id, status, previous, reason, message, to_json(at)::text "
+	"SELECT seq, user_id, status, previous, reason, message, "
+	"to_json(last_active)::text, to_json(at)::text "
 	"FROM presence.changes($1, $2)";
 
 /*

@@ -651,9 +651,9 @@ str_add_json(Str *str, const char *text)
 
 /*
  * The JSON line of an event recovered through changes(): the keys of the
- * NOTIFY payload, in its order, except last_active, which changes() does
- * not return; and "caught_up": true.  The row has (seq, user_id, status,
- * previous, reason, message, to_json(at)).
+ * NOTIFY payload, in its order, and "caught_up": true.  The row has (seq,
+ * user_id, status, previous, reason, message, to_json(last_active),
+ * to_json(at)).
  */
 char *
 event_json_from_change(PGresult *res, int row)
@@ -674,8 +674,10 @@ event_json_from_change(PGresult *res, int row)
 		else
 			str_add_json(&s, PQgetvalue(res, row, i + 1));
 	}
+	str_add(&s, ",\"last_active\":");
+	str_add(&s, PQgetisnull(res, row, 6) ? "null" : PQgetvalue(res, row, 6));
 	str_add(&s, ",\"at\":");
-	str_add(&s, PQgetvalue(res, row, 6));
+	str_add(&s, PQgetvalue(res, row, 7));
 	str_add(&s, ",\"caught_up\":true}");
 	return s.data;
 }

@@ -163,7 +163,7 @@ async function openStream(req, res, url) {
 			// (A real app bounds this: a browser may send any number.)
 			for (;;) {
 				const { rows } = await pool.query(
-					'SELECT seq, user_id, status, previous, reason, message, at FROM presence.changes($1, $2)',
+					'SELECT seq, user_id, status, previous, reason, message, last_active, at FROM presence.changes($1, $2)',
 					[last, PAGE]);
 				for (const r of rows) missed.push({ ...r, seq: Number(r.seq), event: 'status', room: ROOM, catchup: true });
 				if (rows.length > 0) last = Number(rows[rows.length - 1].seq);

@@ -89,7 +89,7 @@ INSERT INTO tap_fn VALUES
 ('changes', ARRAY['bigint', 'integer'],
  'presence.changes(bigint,integer)', 'setof record',
  'since bigint DEFAULT 0, max_rows integer DEFAULT 1000',
- 'TABLE(seq bigint, user_id text, status presence.status, previous presence.status, reason text, message text, at timestamp with time zone)',
+ 'TABLE(seq bigint, user_id text, status presence.status, previous presence.status, reason text, message text, last_active timestamp with time zone, at timestamp with time zone)',
  'sql', 'stable', true),
 ('last_seq', ARRAY[]::name[],
  'presence.last_seq()', 'bigint',

@@ -38,6 +38,15 @@ SELECT count(*) FROM presence.changes(:last - 3);
 SELECT count(*) FROM presence.changes(0, 2);
 SELECT bool_and(seq > 0) FROM presence.changes();
 SELECT user_id, status, previous, reason FROM presence.changes(:last - 2, 1);
+-- changes() carries each event's fields as the history holds them
+SELECT count(*) AS rows_that_differ
+  FROM presence.changes(0, 1000000) c
+  JOIN presence.history h USING (seq)
+ WHERE (c.user_id, c.status, c.previous, c.reason, c.message, c.last_active, c.at)
+	   IS DISTINCT FROM
+	   (h.user_id, h.status, h.previous, h.reason, h.message, h.last_active, h.at);
+SELECT count(*) FILTER (WHERE last_active IS NOT NULL) > 0 AS some_have_last_active
+  FROM presence.changes(0, 1000000);
 -- last_seq(): the end of the history, where a new listener starts
 SELECT presence.last_seq() = :last AS last_seq_is_the_end;
 SELECT count(*) FROM presence.changes(presence.last_seq());

@@ -129,7 +129,7 @@ sub history_after
 	my ($since) = @_;
 	return query_rows($dbh, q{
 		SELECT seq, user_id, status::text AS status, previous::text AS previous,
-			   reason, message, at::text AS at
+			   reason, message, last_active::text AS last_active, at::text AS at
 		  FROM presence.changes(?, 100000)}, $since);
 }
 
@@ -147,7 +147,7 @@ sub check_stream
 		my ($e, $r) = ($events[$i], $rows->[$i]);
 		my @keys = sort keys %$e;
 		my @want = split /,/, EVENT_KEYS;
-		@want = ((grep { $_ ne 'last_active' } @want), 'caught_up') if $e->{caught_up};
+		push @want, 'caught_up' if $e->{caught_up};
 		my $want_keys = join(',', sort @want);
 		push @bad, "seq $r->{seq}: keys " . join(',', @keys)
 		  unless join(',', @keys) eq $want_keys;
@@ -158,6 +158,10 @@ sub check_stream
 		}
 		push @bad, "seq $r->{seq}: at"
 		  unless $e->{event} eq 'status' && timestamps_equal($dbh, $e->{at}, $r->{at});
+		push @bad, "seq $r->{seq}: last_active"
+		  unless defined $e->{last_active} == defined $r->{last_active}
+		  && (!defined $r->{last_active}
+			|| timestamps_equal($dbh, $e->{last_active}, $r->{last_active}));
 	}
 	is(join('; ', @bad), '', "$name: each event equals its history row, with the payload's keys");
 }
