@@ -116,23 +116,24 @@ keep_notice(void *arg, const char *message)
 	}
 }
 
+/* Seconds a connection attempt may take, unless PGCONNECT_TIMEOUT says. */
+#define WATCH_CONNECT_TIMEOUT	"10"
+
 /*
- * Connect.  Defaults for timeouts and keepalives go before the user's
- * connection string, which overrides them (and so do the PG* variables
- * that have a say in them); a dead server must not freeze the viewer.
+ * The connection parameters.  Defaults for timeouts and keepalives go
+ * before the user's connection string, which overrides them (and so do the
+ * PG* variables that have a say in them); a dead server must not freeze
+ * the viewer.  keywords and values have room for 8 entries.
  */
-static PGconn *
-connect_db(Watch *w, char **err)
+static void
+connect_params(const Watch *w, const char **keywords, const char **values)
 {
-	const char *keywords[8];
-	const char *values[8];
 	int			n = 0;
-	PGconn	   *conn;
 
 	if (getenv("PGCONNECT_TIMEOUT") == NULL)
 	{
 		keywords[n] = "connect_timeout";
-		values[n++] = "10";
+		values[n++] = WATCH_CONNECT_TIMEOUT;
 	}
 	keywords[n] = "keepalives_idle";
 	values[n++] = "10";
@@ -151,23 +152,17 @@ connect_db(Watch *w, char **err)
 	}
 	keywords[n] = NULL;
 	values[n] = NULL;
+}
 
-	conn = PQconnectdbParams(keywords, values, 1);
-	if (conn == NULL)
-	{
-		*err = watch_strdup("out of memory");
-		return NULL;
-	}
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		*err = one_line(PQerrorMessage(conn));
-		PQfinish(conn);
-		return NULL;
-	}
+/*
+ * A connection that has just been made: start listening to its notices.
+ */
+static void
+connected(Watch *w)
+{
 	free(w->last_notice);
 	w->last_notice = NULL;
-	PQsetNoticeProcessor(conn, keep_notice, w);
-	return conn;
+	PQsetNoticeProcessor(w->conn, keep_notice, w);
 }
 
 /*
@@ -181,6 +176,8 @@ conn_lost(Watch *w, const char *why)
 
 	/* the server's own word for it, if it said one */
 	reason = first_line(w->conn && w->last_notice ? w->last_notice : why);
+	free(w->last_notice);
+	w->last_notice = NULL;
 	if (w->conn)
 	{
 		PQfinish(w->conn);
@@ -740,6 +737,8 @@ start_session(Watch *w)
 void
 conn_first(Watch *w)
 {
+	const char *keywords[8];
+	const char *values[8];
 	char	   *err = NULL;
 
 	if (w->conninfo &&
@@ -755,28 +754,77 @@ conn_first(Watch *w)
 		PQconninfoFree(opts);
 	}
 
-	w->conn = connect_db(w, &err);
+	connect_params(w, keywords, values);
+	w->conn = PQconnectdbParams(keywords, values, 1);
 	if (w->conn == NULL)
-		fatal(w, EXIT_WATCH_CONNECT, "could not connect: %s", err);
+		fatal(w, EXIT_WATCH_CONNECT, "could not connect: out of memory");
+	if (PQstatus(w->conn) != CONNECTION_OK)
+		fatal(w, EXIT_WATCH_CONNECT, "could not connect: %s",
+			  one_line(PQerrorMessage(w->conn)));
+	connected(w);
 	start_session(w);
 }
 
 /*
- * A reconnection attempt.  Returns whether it succeeded.
+ * Start a reconnection without waiting for it: the main loop goes on
+ * reading keys and redrawing while conn_continue() takes it further each
+ * time the socket is ready, as PQconnectPoll() asks.
  */
-bool
+void
 conn_retry(Watch *w)
 {
-	char	   *err = NULL;
+	const char *keywords[8];
+	const char *values[8];
+	const char *timeout = getenv("PGCONNECT_TIMEOUT");
+	double		secs = atof(timeout ? timeout : WATCH_CONNECT_TIMEOUT);
 
-	w->conn = connect_db(w, &err);
+	connect_params(w, keywords, values);
+	w->conn = PQconnectStartParams(keywords, values, 1);
 	if (w->conn == NULL)
 	{
+		conn_lost(w, "out of memory");
+		return;
+	}
+	if (PQstatus(w->conn) == CONNECTION_BAD)
+	{
+		char	   *err = one_line(PQerrorMessage(w->conn));
+
 		conn_lost(w, err);
 		free(err);
-		return false;
+		return;
 	}
-	return start_session(w);
+	w->state = CONN_CONNECTING;
+	w->connect_poll = PGRES_POLLING_WRITING;
+	/* libpq's own timeout applies only to blocking connections */
+	w->connect_deadline = now_monotonic() + (secs > 0 ? secs : atof(WATCH_CONNECT_TIMEOUT));
+}
+
+/*
+ * Take a reconnection further: the socket is ready for what PQconnectPoll()
+ * waited for, or the attempt ran out of time.  Once connected, the session
+ * starts as after the first connection.
+ */
+void
+conn_continue(Watch *w)
+{
+	if (now_monotonic() >= w->connect_deadline)
+	{
+		conn_lost(w, "timeout expired");
+		return;
+	}
+	w->connect_poll = PQconnectPoll(w->conn);
+	if (w->connect_poll == PGRES_POLLING_FAILED)
+	{
+		char	   *err = one_line(PQerrorMessage(w->conn));
+
+		conn_lost(w, err);
+		free(err);
+		return;
+	}
+	if (w->connect_poll != PGRES_POLLING_OK)
+		return;
+	connected(w);
+	start_session(w);
 }
 
 /*

@@ -422,12 +422,13 @@ main(int argc, char **argv)
 
 		if (w->state == CONN_DISCONNECTED && now >= w->retry_at)
 		{
-			w->state = CONN_CONNECTING;
-			if (w->mode == MODE_TABLE)
-				screen_draw(w);
 			conn_retry(w);
 			w->need_redraw = true;
-			continue;
+		}
+		if (w->state == CONN_CONNECTING && now >= w->connect_deadline)
+		{
+			conn_continue(w);	/* says it timed out */
+			w->need_redraw = true;
 		}
 
 		/* Redraw on change, and every second for the "ago" column. */
@@ -449,6 +450,8 @@ main(int argc, char **argv)
 			wake = next_tick;
 		if (w->state == CONN_DISCONNECTED && w->retry_at < wake)
 			wake = w->retry_at;
+		if (w->state == CONN_CONNECTING && w->connect_deadline < wake)
+			wake = w->connect_deadline;
 		if (w->state == CONN_CONNECTED && w->mode == MODE_TABLE)
 		{
 			double		due = w->last_refresh +
@@ -461,10 +464,13 @@ main(int argc, char **argv)
 		if (timeout_ms < 0)
 			timeout_ms = 0;
 
-		if (w->state == CONN_CONNECTED && (conn_fd = PQsocket(w->conn)) >= 0)
+		if ((w->state == CONN_CONNECTED || w->state == CONN_CONNECTING) &&
+			(conn_fd = PQsocket(w->conn)) >= 0)
 		{
 			fds[nfds].fd = conn_fd;
-			fds[nfds].events = POLLIN;
+			fds[nfds].events =
+				(w->state == CONN_CONNECTING &&
+				 w->connect_poll == PGRES_POLLING_WRITING) ? POLLOUT : POLLIN;
 			nfds++;
 		}
 		if (w->keys)
@@ -498,7 +504,12 @@ main(int argc, char **argv)
 			}
 			else if (fds[i].fd == STDIN_FILENO && w->keys)
 				read_keys(w);
-			/* the connection's socket is read at the top of the loop */
+			else if (fds[i].fd == conn_fd && w->state == CONN_CONNECTING)
+			{
+				conn_continue(w);
+				w->need_redraw = true;
+			}
+			/* a connected socket is read at the top of the loop */
 		}
 	}
 

@@ -68,7 +68,7 @@ typedef enum ConnState
 {
 	CONN_CONNECTED,
 	CONN_DISCONNECTED,			/* waiting for retry_at */
-	CONN_CONNECTING
+	CONN_CONNECTING				/* a reconnection under way (connect_poll) */
 } ConnState;
 
 /* Visible statuses, in the order of the table's groups. */
@@ -156,6 +156,8 @@ typedef struct Watch
 	ConnState	state;
 	bool		ever_connected;
 	double		retry_at;		/* when to try again (monotonic) */
+	int			connect_poll;	/* CONN_CONNECTING: what PQconnectPoll waits for */
+	double		connect_deadline;	/* CONN_CONNECTING: give up then */
 	double		backoff;		/* the next delay */
 	char	   *last_error;		/* why the connection went away */
 	char	   *last_notice;	/* the server's last FATAL message */
@@ -219,7 +221,8 @@ extern void str_addc(Str *s, char c);
 
 /* conn.c */
 extern void conn_first(Watch *w);
-extern bool conn_retry(Watch *w);
+extern void conn_retry(Watch *w);
+extern void conn_continue(Watch *w);
 extern void conn_lost(Watch *w, const char *why);
 extern bool conn_refresh(Watch *w);
 extern void conn_notifications(Watch *w);

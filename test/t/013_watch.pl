@@ -20,6 +20,9 @@
 #     code (bad arguments 2, bad connection string 3, unreachable 4, no
 #     extension 5, permission denied 6); a room nobody is in yet is no
 #     error: rooms exist as soon as someone joins, and its first join shows;
+#     a reconnection to a server that accepts and then says nothing: it
+#     gives up after PGCONNECT_TIMEOUT and says so, 'q' still quits at once,
+#     and it connects again once the server answers;
 #  4. under tmux, what a person sees: users in order (online, busy, away,
 #     offline) with the right coloured dots, status, message, "ago" and
 #     session count; a silent heartbeat and an activity heartbeat updating
@@ -37,6 +40,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use IO::Select;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use POSIX ();
 use JSON::PP;
 use PresenceTAP;
 
@@ -517,6 +524,70 @@ ok(defined wait_until(10, sub { wout($lw) =~ /^\d\d:\d\d:\d\d  #\d+  kate online
 	'line output: one readable line per event');
 is(stop_watch($lw), 0, 'line output: SIGTERM, exit status 0');
 unlike(wout($lw), qr/\e/, 'line output: no escape sequences');
+
+# A reconnection that hangs (a server that accepts TCP connections and
+# then says nothing): keys keep working while it tries, and the attempt
+# gives up after PGCONNECT_TIMEOUT.  The watchers connect through a small
+# proxy to the server's socket that, while $hang exists, holds every new
+# connection without a word.
+SKIP:
+{
+	skip 'tmux is missing', 6 unless $have_tmux;
+	my $hang = "$tmp/hang";
+	my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+		Listen => 16, ReuseAddr => 1) or die "proxy: $!";
+	my $upstream = $node->host . '/.s.PGSQL.' . $node->port;
+	my $proxy = fork // die "fork: $!";
+	if ($proxy == 0)
+	{
+		setpgrp(0, 0);
+		$SIG{CHLD} = 'IGNORE';
+		while (my $c = $listen->accept)
+		{
+			if (fork) { close $c; next; }
+			if (-e $hang) { sleep 600; POSIX::_exit(0); }
+			my $u = IO::Socket::UNIX->new(Peer => $upstream) or POSIX::_exit(0);
+			my $sel = IO::Select->new($c, $u);
+			while (my @ready = $sel->can_read)
+			{
+				for my $h (@ready)
+				{
+					my $n = sysread($h, my $buf, 65536);
+					POSIX::_exit(0) unless $n;
+					syswrite($h == $c ? $u : $c, $buf);
+				}
+			}
+			POSIX::_exit(0);
+		}
+		POSIX::_exit(0);
+	}
+	my $tcp = 'host=127.0.0.1 port=' . $listen->sockport . ' dbname=postgres user=watcher';
+	close $listen;
+	my $T3 = tmux_watch('hang-short', 'NO_COLOR=1 PGCONNECT_TIMEOUT=2', $tcp);
+	my $T4 = tmux_watch('hang-long', 'NO_COLOR=1 PGCONNECT_TIMEOUT=60', $tcp);
+	ok(wait_screen($T3, 15, sub { (split /\n/, $_[0])[0] =~ /· connected/ })
+		  && wait_screen($T4, 15, sub { (split /\n/, $_[0])[0] =~ /· connected/ }),
+		'hanging reconnection: both watchers connected through the proxy');
+	append_to_file($hang, '');
+	$dbh->disconnect;
+	$node->restart;
+	$dbh = db_connect($node);
+	ok(wait_screen($T3, 20, sub { (split /\n/, $_[0])[1] =~ /^ lost: timeout expired$/ }),
+		'hanging reconnection: the attempt gives up after PGCONNECT_TIMEOUT, and says so');
+	ok(wait_screen($T4, 20, sub { (split /\n/, $_[0])[0] =~ /reconnecting…/ }),
+		'hanging reconnection: "reconnecting…" while the attempt hangs');
+	tmux('send-keys', '-t', $T4, 'q');
+	ok(wait_screen($T4, 5, sub { $_[0] =~ /watch exited 0, terminal modes restored/ }),
+		'hanging reconnection: q quits at once, 60 s before the attempt would give up');
+	unlink $hang;
+	ok(wait_screen($T3, 20, sub { (split /\n/, $_[0])[0] =~ /· connected/ }),
+		'hanging reconnection: connected again once the server answers');
+	tmux('send-keys', '-t', $T3, 'q');
+	ok(wait_screen($T3, 10, sub { $_[0] =~ /watch exited 0, terminal modes restored/ }),
+		'hanging reconnection: q quits, exit status 0');
+	kill 'KILL', -$proxy;
+	waitpid($proxy, 0);
+}
 
 # =============================================================================
 # 3. Errors: one line on stderr, nothing on stdout, distinct exit codes
