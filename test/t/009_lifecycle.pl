@@ -167,24 +167,33 @@ sub check_endings
 	return $worst;
 }
 
+# A new database with presence under load: its worker, a handle, a LISTEN
+# client and $n API clients whose users are named "<prefix><i>_u...".
+sub busy_database
+{
+	my ($db, $prefix, $n, $running) = @_;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, 'CREATE EXTENSION presence');
+	ok(defined wait_until(30, sub { defined worker_pid($node, $db) }),
+		"$db has a worker");
+	my $h = db_connect($node, $db);
+	my $l = PresenceTAP::Listener->new($node, $db);
+	my @c = map { start_psql_client($node, $db, api_script("$prefix$_"), "$prefix$_") } 1 .. $n;
+	ok( defined wait_until(30,
+			sub {
+				query_value($h, qq{SELECT count(*) FROM presence.users
+									WHERE user_id LIKE '${prefix}_\\_u%'}) >= 20;
+			}),
+		$running);
+	return (worker_pid($node, $db), $h, $l, @c);
+}
+
 # ===========================================================================
 # DROP EXTENSION / CREATE EXTENSION under load
 # ===========================================================================
 
-$node->safe_psql('postgres', 'CREATE DATABASE churn');
-$node->safe_psql('churn', 'CREATE EXTENSION presence');
-ok(defined wait_until(30, sub { defined worker_pid($node, 'churn') }),
-	'churn has a worker');
-my $w_churn = worker_pid($node, 'churn');
-my $dbh = db_connect($node, 'churn');
-my $listener = PresenceTAP::Listener->new($node, 'churn');
-my @clients = map { start_psql_client($node, 'churn', api_script("c$_"), "c$_") } 1 .. 3;
-ok( defined wait_until(30,
-		sub {
-			query_value($dbh, q{SELECT count(*) FROM presence.users WHERE user_id LIKE 'c_\_u%'})
-			  >= 20;
-		}),
-	'the API clients are running');
+my ($w_churn, $dbh, $listener, @clients) =
+  busy_database('churn', 'c', 3, 'the API clients are running');
 
 # --- DROP, then CREATE ------------------------------------------------------
 
@@ -354,20 +363,8 @@ $_->disconnect foreach $warm, $cold, $ddl;
 # DROP DATABASE ... WITH (FORCE) under load
 # ===========================================================================
 
-$node->safe_psql('postgres', 'CREATE DATABASE doomed');
-$node->safe_psql('doomed', 'CREATE EXTENSION presence');
-ok(defined wait_until(30, sub { defined worker_pid($node, 'doomed') }),
-	'doomed has a worker');
-my $w_doomed = worker_pid($node, 'doomed');
-my $ddbh = db_connect($node, 'doomed');
-my $dlistener = PresenceTAP::Listener->new($node, 'doomed');
-my @dclients = map { start_psql_client($node, 'doomed', api_script("d$_"), "d$_") } 1 .. 2;
-ok( defined wait_until(30,
-		sub {
-			query_value($ddbh, q{SELECT count(*) FROM presence.users WHERE user_id LIKE 'd_\_u%'})
-			  >= 20;
-		}),
-	'the API clients of doomed are running');
+my ($w_doomed, $ddbh, $dlistener, @dclients) =
+  busy_database('doomed', 'd', 2, 'the API clients of doomed are running');
 ok(query_value($dbh, 'SELECT sessions - sessions_here FROM presence.cache_status()') > 0,
 	'doomed has sessions in the cache');
 
